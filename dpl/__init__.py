@@ -1,0 +1,99 @@
+"""DPL: a small language for differentiable programs.
+
+    prog = dpl.load("model.dpl")          # runs the top-level statements (train blocks skipped)
+    graph = prog.trace("f", x)            # the recorded DAG ⟨n, l, E, f, v, α⟩ of one call
+    prog.call("f", x); prog.grad("f")(x)
+"""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DplError, Span
+from .graph import Graph, Trace, raw
+
+__all__ = ["load", "loads", "Program", "DplError", "Span", "Graph"]
+__version__ = "0.1.0"
+
+
+class Program:
+    """A loaded DPL program: its interpreter state, callable by function name from Python."""
+
+    def __init__(self, interp):
+        self.interp = interp
+
+    @property
+    def params(self) -> dict:
+        return {k: np.asarray(v) for k, v in self.interp.params.items()}
+
+    def function(self, name: str):
+        f = self.interp.lookup_optional(name, self.interp.top)
+        if f is None:
+            raise DplError(f"the program has no function `{name}`")
+        return f
+
+    def _args(self, args):
+        from . import backend as B
+        from .interp import is_tensor
+        out = []
+        for a in args:
+            if isinstance(a, (list, tuple, float, int, bool, np.ndarray, np.generic)):
+                a = np.asarray(a)
+                a = a.astype(B.float_dtype) if a.dtype.kind == "f" else a
+            out.append(a if is_tensor(a) else a)
+        return out
+
+    def call(self, name: str, *args):
+        """Call a DPL function; tensors come back as numpy arrays."""
+        out = self.interp.call(self.function(name), self._args(args), {}, None)
+        return _unbox(out)
+
+    def trace(self, name: str, *args) -> Graph:
+        """Record one call: arguments and the parameters it reads are the inputs 1..l."""
+        from . import graph as G
+        G.set_span(None)
+        trace = Trace()
+        boxed = [trace.input(a, f"arg{i}") for i, a in enumerate(self._args(args))]
+        with self.interp.tracing_params(trace):
+            out = self.interp.call(self.function(name), boxed, {}, None)
+        graph = Graph(trace, out if isinstance(out, tuple) else (out,))
+        graph.result = _unbox(out)
+        return graph
+
+    def grad(self, name: str, argnum: int = 0):
+        from .builtins import GradFn
+        g = GradFn(self.function(name), argnum, False)
+        return lambda *args: _unbox(g.dpl_call(self.interp, self._args(args), {}, None))
+
+
+def _unbox(v):
+    if isinstance(v, tuple):
+        return tuple(_unbox(x) for x in v)
+    v = raw(v)
+    return np.asarray(v) if hasattr(v, "dtype") else v
+
+
+def load(path, seed: int = 0, dtype: str = "float64", stdout=None, params=None) -> Program:
+    """Load and run a program's top level like `dpl run` (train blocks skipped)."""
+    from . import backend
+    from .interp import Interpreter
+    backend.use("cpu", dtype)
+    np.seterr(all="ignore")
+    interp = Interpreter(mode="run", seed=seed, stdout=stdout or sys.stdout, loaded_params=params)
+    interp.run_file(Path(path))
+    return Program(interp)
+
+
+def loads(source: str, file: str = "<string>", seed: int = 0, dtype: str = "float64", stdout=None) -> Program:
+    """Like load, from source text (the file name is used in error messages and relative paths)."""
+    from . import backend
+    from .interp import Interpreter
+    from .parser import parse
+    backend.use("cpu", dtype)
+    np.seterr(all="ignore")
+    interp = Interpreter(mode="run", seed=seed, stdout=stdout or io.StringIO() if stdout is None else stdout)
+    interp.run_program(parse(source, file), Path(file) if Path(file).exists() else None)
+    return Program(interp)

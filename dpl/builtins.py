@@ -1,0 +1,577 @@
+"""Builtins of LANGUAGE.md §9: thin wrappers that check arguments and compose ops."""
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import backend as B
+from . import ops
+from .errors import DplError
+from .graph import Box, Trace, raw
+from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, to_float
+
+BUILTINS: dict[str, object] = {}
+
+
+class Builtin:
+    """A builtin function: arity checked against its Python signature, errors placed at the call."""
+
+    def __init__(self, name, fn, context=False, takes_list=False):
+        self.name, self.fn, self.context, self.takes_list = name, fn, context, takes_list
+        sig = inspect.signature(fn)
+        params = list(sig.parameters.values())[2 if context else 0:]
+        self.sig = sig.replace(parameters=params)
+
+    def usage(self) -> str:
+        parts = []
+        for p in self.sig.parameters.values():
+            if p.kind is p.VAR_POSITIONAL:
+                parts.append(f"{p.name}, ...")
+            elif p.default is p.empty:
+                parts.append(p.name)
+            else:
+                d = {None: "none", True: "true", False: "false"}.get(p.default, p.default) \
+                    if not isinstance(p.default, str) else f'"{p.default}"'
+                parts.append(f"{p.name} = {d}")
+        return f"{self.name}({', '.join(parts)})"
+
+    def __call__(self, interp, args, kwargs, span):
+        try:
+            self.sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise DplError(f"wrong arguments to `{self.name}`: {e}; usage: {self.usage()}", span) from None
+        try:
+            return self.fn(interp, span, *args, **kwargs) if self.context else self.fn(*args, **kwargs)
+        except DplError as e:
+            raise e.at(span)
+        except NUMERIC_ERRORS as e:
+            raise DplError(f"`{self.name}`: {e}", span) from None
+
+    def describe(self):
+        return f"<builtin {self.name}>"
+
+
+def builtin(name=None, context=False, takes_list=False):
+    def wrap(fn):
+        BUILTINS[name or fn.__name__.rstrip("_")] = Builtin(name or fn.__name__.rstrip("_"), fn, context, takes_list)
+        return fn
+    return wrap
+
+
+# ---- argument helpers ---------------------------------------------------------------------
+
+def tensor(x, what="argument"):
+    if not is_tensor(x):
+        raise DplError(f"{what} must be a number or tensor, got {describe_type(x)}")
+    return x
+
+
+def floats(x, what="argument"):
+    tensor(x, what)
+    return to_float(x)
+
+
+def integer(x, what) -> int:
+    if type(x) is int:
+        return x
+    r = raw(x)
+    if isinstance(r, (bool, np.bool_)) or kind(r) not in ("i", "u") or np.ndim(r) != 0:
+        hint = "; use int(...) to convert" if kind(r) == "f" else ""
+        raise DplError(f"{what} must be an integer, got {describe_type(x)}{hint}")
+    return int(r)
+
+
+def axis_arg(axis):
+    """None, an integer, or a list of integers (for reductions)."""
+    if axis is None:
+        return None
+    r = raw(axis)
+    if kind(r) in ("i", "u") and np.ndim(r) == 0:
+        return int(r)
+    if kind(r) in ("i", "u") and np.ndim(r) == 1:
+        return tuple(int(a) for a in B.to_host(r))
+    raise DplError(f"`axis` must be an integer or a list of integers, got {describe_type(axis)}")
+
+
+def flag(v, what) -> bool:
+    if kind(v) != "b" or np.ndim(raw(v)) != 0:
+        raise DplError(f"`{what}` must be true or false, got {describe_type(v)}")
+    return bool(raw(v))
+
+
+def shape_arg(v, what="shape") -> tuple:
+    r = raw(v)
+    if kind(r) in ("i", "u") and np.ndim(r) == 0:
+        return (int(r),)
+    if is_tensor(r) and np.ndim(r) == 1 and (kind(r) in ("i", "u") or np.size(r) == 0):
+        return tuple(int(d) for d in B.to_host(r))
+    raise DplError(f"`{what}` must be a list of integers like [2, 3], got {describe_type(v)}")
+
+
+def check_axis(x, axis):
+    nd = np.ndim(raw(x))
+    for a in (axis if isinstance(axis, tuple) else () if axis is None else (axis,)):
+        if not -nd <= a < max(nd, 1):
+            raise DplError(f"axis {a} is out of range for a tensor of shape {list(np.shape(raw(x)))}")
+    return axis
+
+
+# ---- math ----------------------------------------------------------------------------------
+
+for _name, _op in [("exp", ops.exp), ("log", ops.log), ("sin", ops.sin), ("cos", ops.cos), ("tan", ops.tan),
+                   ("tanh", ops.tanh), ("sigmoid", ops.sigmoid), ("relu", ops.relu), ("softplus", ops.softplus),
+                   ("sqrt", ops.sqrt)]:
+    def _unary(x, _op=_op):
+        return _op(floats(x))
+    builtin(_name)(_unary)
+
+
+@builtin("abs")
+def abs_(x):
+    return ops.abs_(tensor(x))
+
+
+def _promote(a, b):
+    tensor(a), tensor(b)
+    return (to_float(a), to_float(b)) if "f" in (kind(a), kind(b)) else (a, b)
+
+
+def _extremum(name, pairwise, reduce):
+    def fn(x, y=None, axis=None, keepdims=False):
+        if y is not None:
+            if axis is not None:
+                raise DplError(f"`{name}` with two tensors is elementwise and takes no `axis`")
+            return pairwise(*_promote(x, y))
+        return reduce(tensor(x), axis=check_axis(x, axis_arg(axis)), keepdims=flag(keepdims, "keepdims")
+                      if not isinstance(keepdims, bool) else keepdims)
+    builtin(name)(fn)
+
+
+_extremum("max", ops.maximum, ops.amax)
+_extremum("min", ops.minimum, ops.amin)
+
+
+@builtin()
+def clip(x, lo, hi):
+    x, lo, hi = floats(x), floats(lo), floats(hi)
+    return ops.clip(x, lo, hi)
+
+
+@builtin()
+def where(cond, a, b):
+    if kind(cond) != "b":
+        raise DplError(f"`where` needs a boolean condition, got {describe_type(cond)}")
+    a, b = _promote(a, b)
+    return ops.where(raw(cond), a, b)
+
+
+# ---- reductions ---------------------------------------------------------------------------------
+
+def _keep(k):
+    return k if isinstance(k, bool) else flag(k, "keepdims")
+
+
+@builtin("sum")
+def sum_(x, axis=None, keepdims=False):
+    return ops.sum_(tensor(x), axis=check_axis(x, axis_arg(axis)), keepdims=_keep(keepdims))
+
+
+def mean_of(x, axis=None, keepdims=False):
+    x = floats(x)
+    shp = np.shape(raw(x))
+    axes = range(len(shp)) if axis is None else axis if isinstance(axis, tuple) else (axis,)
+    count = math.prod(shp[a] for a in axes)
+    return ops.div(ops.sum_(x, axis=axis, keepdims=keepdims), float(count))
+
+
+@builtin()
+def mean(x, axis=None, keepdims=False):
+    return mean_of(x, check_axis(x, axis_arg(axis)), _keep(keepdims))
+
+
+@builtin()
+def logsumexp(x, axis=None, keepdims=False):
+    return ops.logsumexp(floats(x), axis=check_axis(x, axis_arg(axis)), keepdims=_keep(keepdims))
+
+
+@builtin()
+def norm(x, axis=None, keepdims=False):
+    return ops.norm(floats(x), axis=check_axis(x, axis_arg(axis)), keepdims=_keep(keepdims))
+
+
+@builtin()
+def softmax(x, axis=-1):
+    return ops.softmax(floats(x), axis=check_axis(x, axis_arg(axis)))
+
+
+@builtin()
+def argmax(x, axis=None):
+    return ops.argmax(tensor(x), axis=check_axis(x, axis_arg(axis)))
+
+
+@builtin()
+def argmin(x, axis=None):
+    return ops.argmin(tensor(x), axis=check_axis(x, axis_arg(axis)))
+
+
+@builtin("any")
+def any_(x, axis=None):
+    return B.xp.any(raw(tensor(x)), axis=axis_arg(axis))
+
+
+@builtin("all")
+def all_(x, axis=None):
+    return B.xp.all(raw(tensor(x)), axis=axis_arg(axis))
+
+
+# ---- casts and shapes ----------------------------------------------------------------------------
+
+@builtin("float")
+def float_(x):
+    return to_float(tensor(x))
+
+
+@builtin("int")
+def int_(x):
+    return ops.floor_int(raw(tensor(x)))
+
+
+@builtin()
+def reshape(x, shape):
+    shp = shape_arg(shape)
+    return ops.reshape(tensor(x), shape=shp)
+
+
+@builtin()
+def transpose(x, perm=None):
+    nd = np.ndim(raw(tensor(x)))
+    p = tuple(range(nd))[::-1] if perm is None else shape_arg(perm, "perm")
+    if sorted(a % nd if nd else a for a in p) != list(range(nd)):
+        raise DplError(f"`perm` {list(p)} is not a permutation of the {nd} axes")
+    return ops.transpose(x, perm=p)
+
+
+def _joinable(xs, what):
+    if not isinstance(xs, list):
+        raise DplError(f"`{what}` takes a bracketed list of tensors: {what}([a, b], axis = 0)")
+    if not xs:
+        raise DplError(f"`{what}` needs at least one tensor")
+    xs = [tensor(x) for x in xs]
+    kinds = {kind(x) for x in xs}
+    return [to_float(x) for x in xs] if "f" in kinds else xs
+
+
+@builtin(takes_list=True)
+def concat(xs, axis=0):
+    xs = _joinable(xs, "concat")
+    return ops.concat(*xs, axis=integer(axis, "axis"))
+
+
+@builtin(takes_list=True)
+def stack(xs, axis=0):
+    xs = _joinable(xs, "stack")
+    return ops.stack(*xs, axis=integer(axis, "axis"))
+
+
+@builtin()
+def shape(x):
+    return np.array(np.shape(raw(tensor(x))), dtype=np.int64)
+
+
+@builtin("len")
+def len_(x):
+    if isinstance(x, tuple):
+        return np.int64(len(x))
+    r = raw(tensor(x))
+    if np.ndim(r) == 0:
+        raise DplError("`len` of a scalar")
+    return np.int64(np.shape(r)[0])
+
+
+@builtin()
+def zeros(shape):
+    return B.xp.zeros(shape_arg(shape), dtype=B.float_dtype)
+
+
+@builtin()
+def ones(shape):
+    return B.xp.ones(shape_arg(shape), dtype=B.float_dtype)
+
+
+@builtin()
+def eye(n):
+    return B.xp.eye(integer(n, "n"), dtype=B.float_dtype)
+
+
+def _range_args(a, b, step):
+    vals = [integer(v, "range bound") for v in (a, b, step) if v is not None]
+    if len(vals) == 3 and vals[2] == 0:
+        raise DplError("`range` step cannot be 0")
+    return vals
+
+
+@builtin("range")
+def range_(a, b=None, step=None):
+    return B.xp.arange(*_range_args(a, b, step), dtype=np.int64)
+
+
+@builtin()
+def arange(a, b=None, step=None):
+    vals = [raw(tensor(v)) for v in (a, b, step) if v is not None]
+    if any(kind(v) == "f" for v in vals):
+        return B.xp.arange(*[float(v) for v in vals], dtype=B.float_dtype)
+    return B.xp.arange(*[int(v) for v in vals], dtype=np.int64)
+
+
+@builtin()
+def linspace(a, b, n):
+    return B.xp.linspace(float(raw(tensor(a))), float(raw(tensor(b))), integer(n, "n"), dtype=B.float_dtype)
+
+
+@builtin()
+def one_hot(labels, n):
+    lab = raw(tensor(labels))
+    if kind(lab) not in ("i", "u"):
+        raise DplError(f"`one_hot` needs integer labels, got {describe_type(labels)}")
+    return (lab[..., None] == B.xp.arange(integer(n, "n"))).astype(B.float_dtype)
+
+
+# ---- losses ---------------------------------------------------------------------------------------
+
+@builtin()
+def mse(a, b):
+    a, b = floats(a), floats(b)
+    d = ops.sub(a, b)
+    return mean_of(ops.mul(d, d))
+
+
+@builtin()
+def cross_entropy(logits, labels):
+    logits = floats(logits, "logits")
+    lab = raw(tensor(labels, "labels"))
+    if kind(lab) not in ("i", "u"):
+        raise DplError(f"`cross_entropy` needs integer labels, got {describe_type(labels)}")
+    shp = np.shape(raw(logits))
+    if not shp or np.shape(lab) != shp[:-1]:
+        raise DplError(f"`cross_entropy`: labels of shape {list(np.shape(lab))} do not match logits of shape "
+                       f"{list(shp)} (labels index the last axis)")
+    if lab.size and (lab.min() < 0 or lab.max() >= shp[-1]):
+        raise DplError(f"`cross_entropy`: labels must lie in 0..{shp[-1] - 1}")
+    picked = ops.sum_(ops.mul(logits, (lab[..., None] == B.xp.arange(shp[-1])).astype(B.float_dtype)), axis=-1)
+    return mean_of(ops.sub(ops.logsumexp(logits, axis=-1), picked))
+
+
+# ---- random -------------------------------------------------------------------------------------------
+
+@builtin(context=True)
+def uniform(interp, span, lo, hi, shape):
+    return B.xp.asarray(interp.rng.uniform(float(raw(lo)), float(raw(hi)), shape_arg(shape)), dtype=B.float_dtype)
+
+
+@builtin(context=True)
+def normal(interp, span, mean, std, shape):
+    return B.xp.asarray(interp.rng.normal(float(raw(mean)), float(raw(std)), shape_arg(shape)), dtype=B.float_dtype)
+
+
+def initialize(name, args, shape, rng, span):
+    """Parameter initializers (§7), drawn from the run's seeded generator."""
+    def need(n):
+        if len(args) != n:
+            raise DplError(f"initializer `{name}` takes {n} argument{'s' * (n != 1)}, got {len(args)}", span)
+    if name in ("zeros", "ones", "glorot", "orthogonal"):
+        need(0)
+    if name == "zeros":
+        return np.zeros(shape)
+    if name == "ones":
+        return np.ones(shape)
+    if name == "normal":
+        need(1)
+        return rng.normal(0.0, float(args[0]), shape)
+    if name == "uniform":
+        need(2)
+        return rng.uniform(float(args[0]), float(args[1]), shape)
+    if name == "glorot":
+        fan_in, fan_out = (shape[-2] if len(shape) > 1 else shape[0] if shape else 1), (shape[-1] if shape else 1)
+        receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+        a = math.sqrt(6.0 / ((fan_in + fan_out) * receptive))
+        return rng.uniform(-a, a, shape)
+    if name == "orthogonal":
+        if len(shape) < 2:
+            raise DplError("`orthogonal` needs a parameter with at least 2 axes", span)
+        rows, cols = math.prod(shape[:-1]), shape[-1]
+        q, r = np.linalg.qr(rng.normal(0.0, 1.0, (max(rows, cols), min(rows, cols))))
+        q = q * np.sign(np.diag(r))
+        return (q if rows >= cols else q.T).reshape(shape)
+    from .errors import suggest
+    known = ["zeros", "ones", "normal", "uniform", "glorot", "orthogonal"]
+    raise DplError(f"unknown initializer `{name}`{suggest(name, known)}; one of {', '.join(known)}", span)
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+
+@builtin(context=True)
+def load(interp, span, file, key=None):
+    if not isinstance(file, str):
+        raise DplError(f"`load` takes a file name string, got {describe_type(file)}")
+    path = Path(file)
+    if not path.is_absolute():
+        path = Path(span.file).parent / path
+    if not path.is_file():
+        raise DplError(f"`load`: no such file: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            data = np.loadtxt(path, delimiter=",", ndmin=1)
+        elif suffix == ".npy":
+            data = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            if key is None:
+                raise DplError(f"`load` of an .npz file needs the array's key: load(\"{file}\", \"name\")")
+            with np.load(path, allow_pickle=False) as z:
+                if key not in z.files:
+                    raise DplError(f"`load`: {path.name} has no array `{key}`; it has {', '.join(z.files)}")
+                data = z[key]
+        else:
+            raise DplError(f"`load` reads .csv, .npy and .npz files, not `{path.suffix}`")
+    except (ValueError, OSError) as e:
+        raise DplError(f"`load`: cannot read {path}: {e}") from None
+    if data.dtype.kind == "f":
+        data = data.astype(B.float_dtype)
+    return B.xp.asarray(data)
+
+
+# ---- output -------------------------------------------------------------------------------------------
+
+@builtin("print", context=True)
+def print_(interp, span, *values):
+    from .values import format_value
+    interp.stdout.write(" ".join(format_value(v) for v in values) + "\n")
+    interp.stdout.flush()
+
+
+# ---- differentiation ----------------------------------------------------------------------------------
+
+class GradFn:
+    """The function x ↦ ∂f/∂x (with the value too for value_and_grad): a fresh trace per call."""
+
+    def __init__(self, f, argnum, with_value):
+        self.f, self.argnum, self.with_value = f, argnum, with_value
+
+    def describe(self):
+        return f"<{'value_and_grad' if self.with_value else 'grad'} of {getattr(self.f, 'describe', lambda: '?')()}>"
+
+    def dpl_call(self, interp, args, kwargs, span):
+        from .autodiff import as_float, backward, zeros_like
+        k = self.argnum
+        if k >= len(args):
+            raise DplError(f"grad with argnum = {k} needs at least {k + 1} positional arguments, got {len(args)}",
+                           span)
+        x = tensor(args[k], "the differentiated argument")
+        trace = Trace()
+        bx = trace.input(as_float(x), f"arg{k}")
+        args = list(args)
+        args[k] = bx
+        out = interp.call(self.f, args, kwargs, span)
+        if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
+            raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}", span)
+        if type(out) is Box and out.trace is trace:
+            g = backward(trace, out, [bx])[0]
+            value = out.value
+        else:
+            g, value = None, out
+        g = zeros_like(x) if g is None else g
+        return (value, g) if self.with_value else g
+
+
+
+def _grad_args(f, argnum):
+    from .interp import Function, Instance
+    if not isinstance(f, (Function, Instance, Builtin, GradFn)):
+        raise DplError(f"`grad` takes a function, got {describe_type(f)}")
+    return integer(argnum, "argnum")
+
+
+@builtin()
+def grad(f, argnum=0):
+    return GradFn(f, _grad_args(f, argnum), False)
+
+
+@builtin()
+def value_and_grad(f, argnum=0):
+    return GradFn(f, _grad_args(f, argnum), True)
+
+
+# ---- soft control flow (LANGUAGE.md §6) -----------------------------------------------------------------
+
+def blend(p, a, b, span=None):
+    """p·a + (1 − p)·b, p broadcasting; integers become floats."""
+    p, a, b = floats(p, "p"), floats(a), floats(b)
+    return ops.add(ops.mul(p, a), ops.mul(ops.sub(1.0, p), b))
+
+
+builtin("blend")(lambda p, a, b: blend(p, a, b))
+
+
+def soft_while_weights(cs, span):
+    """w₀ = 1 − c₁, wₖ = c₁⋯cₖ(1 − cₖ₊₁), w_N = c₁⋯c_N."""
+    weights, run = [], 1.0
+    for c in cs:
+        c = floats(c, "the `soft while` probability")
+        weights.append(ops.mul(run, ops.sub(1.0, c)))
+        run = ops.mul(run, c)
+    weights.append(run)
+    return weights
+
+
+def expectation(weights, values, span):
+    """Σ wₖ vₖ, leaving out terms whose weight is exactly 0 so an unused overflowed state cannot make NaN."""
+    total = None
+    for w, v in zip(weights, values):
+        rw = raw(w)
+        if isinstance(rw, float) and rw == 0.0 or (np.ndim(rw) == 0 and float(rw) == 0.0):
+            continue
+        v = floats(v)
+        if np.ndim(rw):  # a tensor of probabilities: mask the unused entries elementwise
+            v = ops.where(rw > 0, v, 0.0)
+        term = ops.mul(w, v)
+        total = term if total is None else ops.add(total, term)
+    return total if total is not None else ops.mul(0.0, floats(values[0]))
+
+
+# ---- optimizers, as values for the `train` block ------------------------------------------------------
+
+class OptimizerSpec:
+    def __init__(self, kind, **hyper):
+        self.kind, self.hyper = kind, hyper
+
+    def describe(self):
+        return f"<{self.kind} optimizer>"
+
+
+def _hyper(v, what):
+    r = raw(v)
+    if not is_tensor(r) or np.ndim(r) != 0 or kind(r) == "b":
+        raise DplError(f"`{what}` must be a number, got {describe_type(v)}")
+    return float(r)
+
+
+@builtin()
+def sgd(lr, momentum=0.0):
+    return OptimizerSpec("sgd", lr=_hyper(lr, "lr"), momentum=_hyper(momentum, "momentum"))
+
+
+@builtin()
+def adam(lr=0.001, betas=None, eps=1e-8):
+    b = (0.9, 0.999) if betas is None else tuple(float(x) for x in B.to_host(raw(betas)))
+    return OptimizerSpec("adam", lr=_hyper(lr, "lr"), betas=b, eps=_hyper(eps, "eps"))
+
+
+@builtin()
+def rmsprop(lr=0.01, alpha=0.99, eps=1e-8):
+    return OptimizerSpec("rmsprop", lr=_hyper(lr, "lr"), alpha=_hyper(alpha, "alpha"), eps=_hyper(eps, "eps"))
+
+
+CONSTANTS = {"pi": math.pi, "e": math.e}  # made tensors of the run's float dtype by the interpreter

@@ -1,0 +1,70 @@
+"""Source spans and DplError: every user mistake is reported as FILE:LINE:COL with a caret."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Source text of every file read, so an error can show its line long after parsing.
+SOURCES: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Span:
+    file: str
+    line: int
+    col: int
+    end_col: int | None = None
+
+    def __str__(self):
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class DplError(Exception):
+    """A user error with the position of the innermost construct that failed."""
+
+    def __init__(self, message: str, span: Span | None = None):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.chain: list[tuple[Span, str]] = []  # DPL calls that led here, innermost first
+
+    def at(self, span: Span | None) -> "DplError":
+        """Attach a position if none is known yet (the innermost position wins)."""
+        if self.span is None:
+            self.span = span
+        return self
+
+    def called_from(self, span: Span, name: str) -> None:
+        if len(self.chain) < 20:
+            self.chain.append((span, name))
+
+    def format(self) -> str:
+        if self.span is None:
+            return f"dpl: error: {self.message}"
+        lines = [f"{self.span}: {self.message}"]
+        lines += _excerpt(self.span)
+        for span, name in self.chain:
+            lines.append(f"  called from {span} in {name}")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.format()
+
+
+def _excerpt(span: Span) -> list[str]:
+    text = SOURCES.get(span.file)
+    if text is None:
+        return []
+    src = text.splitlines()
+    if not 1 <= span.line <= len(src):
+        return []
+    line = src[span.line - 1].expandtabs(4)
+    width = max(1, (span.end_col or span.col + 1) - span.col) if span.end_col else 1
+    return [f"    {line}", "    " + " " * (span.col - 1) + "^" * min(width, max(1, len(line) - span.col + 1))]
+
+
+def suggest(name: str, candidates) -> str:
+    """' (did you mean `x`?)' for the closest candidate, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)
+    return f" (did you mean `{close[0]}`?)" if close else ""

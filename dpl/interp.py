@@ -1,0 +1,738 @@
+"""The interpreter: walks the AST define-by-run, executes hard control flow, records ops on traced values."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import ast as A
+from . import backend as B
+from . import graph, ops
+from .errors import DplError, Span, suggest
+from .graph import Box, Trace, raw
+from .parser import RESERVED, parse
+from .resources import data_dir
+
+
+# ---- runtime values --------------------------------------------------------------
+
+class Function:
+    """A user `fn`, bound to a module instance when it is one of its functions."""
+
+    __slots__ = ("decl", "instance")
+
+    def __init__(self, decl: A.FnDef, instance=None):
+        self.decl, self.instance = decl, instance
+
+    @property
+    def name(self):
+        return f"{self.instance.name}.{self.decl.name}" if self.instance else self.decl.name
+
+    def describe(self):
+        return f"<fn {self.name}>"
+
+
+class ModuleValue:
+    __slots__ = ("decl",)
+
+    def __init__(self, decl):
+        self.decl = decl
+
+    def describe(self):
+        return f"<module {self.decl.name}>"
+
+
+class Instance:
+    """A module instance: its arguments, constants, parameters (`name.W`) and functions."""
+
+    def __init__(self, name: str, decl: A.ModuleDef):
+        self.name, self.decl = name, decl
+        self.values: dict = {}   # module arguments and constants
+        self.params: dict[str, str] = {}  # local name -> full parameter name
+        self.fns: dict[str, A.FnDef] = {}
+
+    def describe(self):
+        return f"<{self.decl.name} instance {self.name}>"
+
+
+class ParamRef:
+    """A top-level binding that reads a parameter (boxed when a trace is recording parameters)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+
+class Frame:
+    __slots__ = ("locals", "instance", "name", "top")
+
+    def __init__(self, locals_, instance=None, name="<top level>", top=False):
+        self.locals, self.instance, self.name, self.top = locals_, instance, name, top
+
+
+class _Return:
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+_ARITH = {"+": ops.add, "-": ops.sub, "*": ops.mul, "/": ops.div, "%": ops.mod, "^": ops.power, "@": ops.matmul}
+_COMPARE = {"<": ops.lt, "<=": ops.le, ">": ops.gt, ">=": ops.ge, "==": ops.eq, "!=": ops.ne}
+NUMERIC_ERRORS = (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError)
+
+
+def kind(v) -> str:
+    """'f', 'i', 'b' (or 'u'/'c') for tensors; '' for anything else."""
+    r = raw(v)
+    dt = getattr(r, "dtype", None)
+    if dt is None and isinstance(r, (bool, int, float)):  # Python defaults of builtins
+        dt = np.asarray(r).dtype
+    return dt.kind if dt is not None else ""
+
+
+def is_tensor(v) -> bool:
+    return kind(v) != ""
+
+
+def to_float(v):
+    """Integers and booleans to the run's float dtype; floats unchanged."""
+    return v if kind(v) == "f" else ops.astype(v, dtype=B.float_dtype)
+
+
+def shape_str(v) -> str:
+    return str(list(np.shape(raw(v))))
+
+
+def describe_type(v) -> str:
+    if is_tensor(v):
+        r = raw(v)
+        what = {"f": "float", "i": "integer", "u": "integer", "b": "boolean"}.get(r.dtype.kind, str(r.dtype))
+        return f"a {what} scalar" if r.ndim == 0 else f"a {what} tensor of shape {list(r.shape)}"
+    if isinstance(v, tuple):
+        return f"a tuple of {len(v)}"
+    if isinstance(v, str):
+        return "a string"
+    if v is None:
+        return "nothing (a function that did not return a value)"
+    return getattr(v, "describe", lambda: type(v).__name__)()
+
+
+def assigned_names(stmts) -> list[str]:
+    """Names a block assigns (including nested blocks), in order of first assignment."""
+    out: dict[str, None] = {}
+
+    def walk(body):
+        for s in body:
+            if isinstance(s, A.Assign):
+                out[s.target] = None
+            elif isinstance(s, A.Unpack):
+                out.update(dict.fromkeys(s.targets))
+            elif isinstance(s, A.For):
+                out[s.var] = None
+                walk(s.body)
+            elif isinstance(s, (A.If, A.SoftIf)):
+                walk(s.body)
+                walk(s.orelse)
+            elif isinstance(s, A.While):
+                walk(s.body)
+            elif isinstance(s, A.SoftWhile):
+                walk(s.body)
+                if s.steps:
+                    out[s.steps] = None
+    walk(stmts)
+    return list(out)
+
+
+class Interpreter:
+    """Runs DPL programs. mode "run" skips `train` blocks; "train" hands them to `trainer`."""
+
+    def __init__(self, mode="run", seed=0, stdout=None, loaded_params=None, trainer=None, max_depth=200):
+        from .builtins import BUILTINS, CONSTANTS
+        self.builtins = dict(BUILTINS, **{k: B.float_dtype.type(v) for k, v in CONSTANTS.items()})
+        self.mode = mode
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.stdout = stdout or sys.stdout
+        self.globals: dict = {}
+        self.params: dict[str, object] = {}
+        self.loaded_params = dict(loaded_params or {})
+        self.param_trace: Trace | None = None
+        self.param_boxes: dict[str, Box] = {}
+        self.trainer = trainer
+        self.loaded_files: set[Path] = set()
+        self.loading: list[Path] = []
+        self.depth, self.max_depth = 0, max_depth
+        self.top = Frame(self.globals, top=True)
+        self._const: dict[int, object] = {}
+
+    # ---- files ----------------------------------------------------------------------
+
+    def run_file(self, path, text=None) -> None:
+        path = Path(path)
+        if text is None:
+            text = read_source(path)
+        self.run_program(parse(text, str(path)), path)
+
+    def run_program(self, program: A.Program, path: Path | None = None) -> None:
+        key = path.resolve() if path else None
+        if key:
+            self.loaded_files.add(key)
+            self.loading.append(key)
+        try:
+            self.hoist(program.body)
+            for stmt in program.body:
+                r = self.exec_stmt(stmt, self.top)
+                if isinstance(r, _Return):
+                    raise DplError("`return` outside a function", stmt.span)
+        finally:
+            if key:
+                self.loading.pop()
+
+    def hoist(self, body) -> None:
+        """`fn` and `module` declarations are visible throughout their file."""
+        for stmt in body:
+            if isinstance(stmt, A.FnDef):
+                self.globals[stmt.name] = Function(stmt)
+            elif isinstance(stmt, A.ModuleDef):
+                self.globals[stmt.name] = ModuleValue(stmt)
+
+    def load_dpl(self, path: Path, span: Span) -> None:
+        key = path.resolve()
+        if key in self.loading:
+            chain = " -> ".join(p.name for p in self.loading[self.loading.index(key):] + [key])
+            raise DplError(f"import cycle: {chain}", span)
+        if key in self.loaded_files:
+            return
+        if not path.is_file():
+            raise DplError(f"cannot import `{path}`: no such file", span)
+        self.run_file(path)
+
+    # ---- parameters -----------------------------------------------------------------
+
+    def read_param(self, name: str):
+        t = self.param_trace
+        if t is None:
+            return self.params[name]
+        box = self.param_boxes.get(name)
+        if box is None:
+            saved = graph.current_span
+            box = self.param_boxes[name] = t.input(self.params[name], name)
+            graph.set_span(saved)
+        return box
+
+    def tracing_params(self, trace: Trace | None):
+        """Context: parameters read while it is active become inputs of `trace`."""
+        interp = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.saved = (interp.param_trace, interp.param_boxes)
+                interp.param_trace, interp.param_boxes = trace, {}
+                return interp.param_boxes
+
+            def __exit__(self, *exc):
+                interp.param_trace, interp.param_boxes = self.saved
+        return _Ctx()
+
+    def create_param(self, stmt: A.Param, frame: Frame, full_name: str):
+        from .builtins import initialize
+        shp = self.eval_shape(stmt.shape, frame)
+        if isinstance(stmt.init, A.Init):
+            args = [raw(self.eval(a, frame)) for a in stmt.init.args]
+            value = initialize(stmt.init.name, args, shp, self.rng, stmt.init.span)
+        else:
+            value = raw(self.eval(stmt.init, frame))
+            if not is_tensor(value):
+                raise DplError(f"parameter `{full_name}` needs a tensor value, got {describe_type(value)}",
+                               stmt.init.span)
+            if np.shape(value) != shp:
+                try:
+                    value = B.xp.broadcast_to(value, shp)
+                except ValueError:
+                    raise DplError(f"parameter `{full_name}` is declared {list(shp)} but its value has shape "
+                                   f"{list(np.shape(value))}", stmt.init.span) from None
+        value = B.xp.array(value, dtype=B.float_dtype)
+        if full_name in self.loaded_params:
+            loaded = self.loaded_params.pop(full_name)
+            if loaded.shape != shp:
+                raise DplError(f"parameter `{full_name}` is declared {list(shp)} but the params file has "
+                               f"{list(loaded.shape)}", stmt.span)
+            value = B.xp.asarray(loaded, dtype=B.float_dtype)
+        self.params[full_name] = value
+
+    def eval_shape(self, node, frame) -> tuple:
+        v = raw(self.eval(node, frame))
+        r = np.asarray(B.to_host(v)) if is_tensor(v) else None
+        if r is None or r.ndim > 1 or (r.size and r.dtype.kind not in "iu"):
+            raise DplError(f"a shape is a list of integers like [2, 3], got {describe_type(v)}", node.span)
+        if (r < 0).any():
+            raise DplError(f"a shape cannot have negative sizes: {r.tolist()}", node.span)
+        return tuple(int(d) for d in r.reshape(-1))
+
+    # ---- statements -----------------------------------------------------------------
+
+    def exec_block(self, body, frame):
+        for stmt in body:
+            r = self.exec_stmt(stmt, frame)
+            if r is not None:
+                return r
+        return None
+
+    def exec_stmt(self, stmt, frame):
+        graph.set_span(stmt.span)
+        return self._exec[type(stmt)](self, stmt, frame)
+
+    def _assign(self, s: A.Assign, frame):
+        if frame.top and isinstance(s.value, A.Call):
+            f = self.eval(s.value.func, frame)
+            if isinstance(f, ModuleValue):
+                frame.locals[s.target] = self.instantiate(s.target, f, s.value, frame)
+                return None
+        frame.locals[s.target] = self.eval(s.value, frame)
+
+    def _unpack(self, s: A.Unpack, frame):
+        v = self.eval(s.value, frame)
+        if not isinstance(v, tuple) or len(v) != len(s.targets):
+            raise DplError(f"cannot unpack {describe_type(v)} into {len(s.targets)} names", s.value.span)
+        for name, x in zip(s.targets, v):
+            frame.locals[name] = x
+
+    def _return(self, s: A.Return, frame):
+        return _Return(None if s.value is None else self.eval(s.value, frame))
+
+    def _expr_stmt(self, s: A.ExprStmt, frame):
+        self.eval(s.expr, frame)
+
+    def condition(self, node, frame, what: str) -> bool:
+        """A hard decision: a scalar boolean; kept as a guard of the trace it came from."""
+        v = self.eval(node, frame)
+        r = raw(v)
+        if kind(v) != "b" or np.ndim(r) != 0:
+            soft = "soft while" if what == "while" else "soft if"
+            hint = (f"; a hard `{what}` needs one true/false value: reduce it (any(...), all(...)) "
+                    f"or use `{soft}` to branch differentiably on a tensor") if is_tensor(v) else ""
+            raise DplError(f"`{what}` condition must be a scalar boolean, got {describe_type(v)}{hint}",
+                           start_span(node))
+        taken = bool(r)
+        if type(v) is Box:
+            v.trace.guard(v, taken)
+        return taken
+
+    def _if(self, s: A.If, frame):
+        return self.exec_block(s.body if self.condition(s.cond, frame, "if") else s.orelse, frame)
+
+    def _for(self, s: A.For, frame):
+        it = self.eval(s.iter, frame)
+        if not is_tensor(it) or np.ndim(raw(it)) == 0:
+            raise DplError(f"`for` iterates over range(...) or the first axis of a tensor, "
+                           f"got {describe_type(it)}", s.iter.span)
+        r = raw(it)
+        items = list(r) if type(it) is not Box else [ops.index(it, key=(i,)) for i in range(len(r))]
+        for x in items:
+            frame.locals[s.var] = x
+            out = self.exec_block(s.body, frame)
+            if out is not None:
+                return out
+
+    def _while(self, s: A.While, frame):
+        while self.condition(s.cond, frame, "while"):
+            out = self.exec_block(s.body, frame)
+            if out is not None:
+                return out
+
+    def _soft_if(self, s: A.SoftIf, frame):
+        from .builtins import blend
+        p = self.eval(s.p, frame)
+        before = frame.locals
+        envs = []
+        for body in (s.body, s.orelse):
+            branch = Frame(dict(before), frame.instance, frame.name)
+            if isinstance(self.exec_block(body, branch), _Return):
+                raise DplError("`return` is not allowed inside `soft if`", s.span)
+            envs.append(branch.locals)
+        for name in dict.fromkeys(assigned_names(s.body) + assigned_names(s.orelse)):
+            missing = object()
+            a, b = envs[0].get(name, before.get(name, missing)), envs[1].get(name, before.get(name, missing))
+            if a is missing or b is missing:
+                raise DplError(f"`{name}` is assigned in only one branch of `soft if` and has no value before it; "
+                               f"give it a value before the `soft if`", s.span)
+            before[name] = blend(p, a, b, s.span)
+
+    def _soft_while(self, s: A.SoftWhile, frame):
+        from .builtins import soft_while_weights
+        n = raw(self.eval(s.max, frame))
+        if kind(n) not in "iu" or np.ndim(n) != 0 or kind(n) == "" or int(n) < 1:
+            raise DplError(f"`max` of `soft while` must be an integer ≥ 1, got {describe_type(n)}", s.max.span)
+        state = [v for v in assigned_names(s.body) if v in frame.locals]
+        cur = dict(frame.locals)
+        states, cs = [{v: cur[v] for v in state}], []
+        for _ in range(int(n)):
+            body = Frame(dict(cur), frame.instance, frame.name)
+            cs.append(self.eval(s.p, body))
+            if isinstance(self.exec_block(s.body, body), _Return):
+                raise DplError("`return` is not allowed inside `soft while`", s.span)
+            for v in state:
+                cur[v] = body.locals[v]
+            states.append({v: cur[v] for v in state})
+        weights = soft_while_weights(cs, s.p.span)
+        from .builtins import expectation
+        for v in state:
+            frame.locals[v] = expectation(weights, [st[v] for st in states], s.span)
+        if s.steps:
+            frame.locals[s.steps] = expectation(weights, [B.float_dtype.type(k) for k in range(len(states))], s.span)
+
+    def _declaration_only_at_top(self, s, frame):
+        if not frame.top:
+            raise DplError(f"`{type(s).__name__.lower()}` declarations are allowed only at top level", s.span)
+
+    def _fn_def(self, s: A.FnDef, frame):
+        self._declaration_only_at_top(s, frame)
+        frame.locals[s.name] = Function(s)
+
+    def _module_def(self, s: A.ModuleDef, frame):
+        self._declaration_only_at_top(s, frame)
+        frame.locals[s.name] = ModuleValue(s)
+
+    def _param(self, s: A.Param, frame):
+        self._declaration_only_at_top(s, frame)
+        self.create_param(s, frame, s.name)
+        frame.locals[s.name] = ParamRef(s.name)
+
+    def _use(self, s: A.Use, frame):
+        self._declaration_only_at_top(s, frame)
+        path = data_dir("stdlib") / f"{s.name}.dpl"
+        if not path.is_file():
+            known = sorted(p.stem for p in data_dir("stdlib").glob("*.dpl"))
+            raise DplError(f"no stdlib module `{s.name}`{suggest(s.name, known)}; available: {', '.join(known)}",
+                           s.span)
+        self.load_dpl(path, s.span)
+
+    def _import(self, s: A.Import, frame):
+        self._declaration_only_at_top(s, frame)
+        path = Path(s.path)
+        if not path.is_absolute():
+            path = Path(s.span.file).parent / path
+        self.load_dpl(path, s.span)
+
+    def _train(self, s: A.Train, frame):
+        self._declaration_only_at_top(s, frame)
+        if self.mode == "train" and self.trainer is not None:
+            self.trainer(self, s, frame)
+
+    _exec = {A.Assign: _assign, A.Unpack: _unpack, A.Return: _return, A.ExprStmt: _expr_stmt, A.If: _if,
+             A.For: _for, A.While: _while, A.SoftIf: _soft_if, A.SoftWhile: _soft_while, A.FnDef: _fn_def,
+             A.ModuleDef: _module_def, A.Param: _param, A.Use: _use, A.Import: _import, A.Train: _train}
+
+    # ---- modules ---------------------------------------------------------------------
+
+    def instantiate(self, name: str, mod: ModuleValue, call: A.Call, frame) -> Instance:
+        decl = mod.decl
+        args = [self.eval(a, frame) for a in call.args]
+        kwargs = {k: self.eval(v, frame) for k, v in call.kwargs}
+        inst = Instance(name, decl)
+        inst.values.update(bind_args(decl.name, decl.params, args, kwargs, call.span))
+        scope = Frame(inst.values, inst, f"{decl.name}(...)")
+        for stmt in decl.body:
+            if isinstance(stmt, A.FnDef):
+                inst.fns[stmt.name] = stmt
+        for stmt in decl.body:
+            graph.set_span(stmt.span)
+            if isinstance(stmt, A.Param):
+                full = f"{name}.{stmt.name}"
+                self.create_param(stmt, scope, full)
+                inst.params[stmt.name] = full
+            elif isinstance(stmt, A.Assign):
+                inst.values[stmt.target] = self.eval(stmt.value, scope)
+        return inst
+
+    # ---- names -----------------------------------------------------------------------
+
+    def lookup_optional(self, name, frame):
+        if name in frame.locals:
+            v = frame.locals[name]
+            return self.read_param(v.name) if type(v) is ParamRef else v
+        inst = frame.instance
+        if inst is not None:
+            if name in inst.params:
+                return self.read_param(inst.params[name])
+            if name in inst.fns:
+                return Function(inst.fns[name], inst)
+            if name in inst.values:
+                return inst.values[name]
+        if name in self.globals:
+            v = self.globals[name]
+            return self.read_param(v.name) if type(v) is ParamRef else v
+        return self.builtins.get(name)
+
+    def visible_names(self, frame):
+        names = set(frame.locals) | set(self.globals) | set(self.builtins)
+        if frame.instance is not None:
+            names |= set(frame.instance.params) | set(frame.instance.fns) | set(frame.instance.values)
+        return names
+
+    # ---- expressions -----------------------------------------------------------------
+
+    def eval(self, node, frame):
+        return self._eval[type(node)](self, node, frame)
+
+    def _num(self, n: A.Num, frame):
+        v = self._const.get(id(n))
+        if v is None:
+            v = self._const[id(n)] = np.int64(n.value) if isinstance(n.value, int) else B.float_dtype.type(n.value)
+        return v
+
+    def _str(self, n, frame):
+        return n.value
+
+    def _bool(self, n, frame):
+        return np.bool_(n.value)
+
+    def _name(self, n: A.Name, frame):
+        v = self.lookup_optional(n.id, frame)
+        if v is None:
+            raise DplError(f"unknown name `{n.id}`{suggest(n.id, self.visible_names(frame))}", n.span)
+        return v
+
+    def _binop(self, n: A.BinOp, frame):
+        op = n.op
+        a = self.eval(n.left, frame)
+        if op in ("and", "or"):
+            ra = raw(a)
+            if kind(a) == "b" and np.ndim(ra) == 0 and type(a) is not Box and bool(ra) == (op == "or"):
+                return a  # short-circuit on a plain scalar, so `i < n and x[i] > 0` is safe
+            b = self.eval(n.right, frame)
+            for v, side in ((a, n.left), (b, n.right)):
+                if kind(v) != "b":
+                    raise DplError(f"`{op}` needs booleans, got {describe_type(v)}", side.span)
+            return self.apply(ops.logical_and if op == "and" else ops.logical_or, (a, b), n, op)
+        b = self.eval(n.right, frame)
+        graph.set_span(n.span)
+        return self.binary(op, a, b, n)
+
+    def binary(self, op, a, b, n):
+        for v, side in ((a, n.left), (b, n.right)):
+            if not is_tensor(v):
+                raise DplError(f"`{op}` needs numbers or tensors, got {describe_type(v)}", side.span)
+        if op in _COMPARE:
+            return self.apply(_COMPARE[op], (a, b), n, op)
+        ka, kb = kind(a), kind(b)
+        if ka == "b" or kb == "b":
+            a, b = (ops.astype(a, dtype=np.int64) if ka == "b" else a), (ops.astype(b, dtype=np.int64) if kb == "b" else b)
+            ka, kb = kind(a), kind(b)
+        if op == "/" or (ka == "f") != (kb == "f"):
+            a, b = to_float(a), to_float(b)
+        elif op == "^" and ka != "f" and (raw(b) < 0).any():
+            raise DplError("an integer raised to a negative integer power; write the base as a float (2.0 ^ -1)",
+                           n.right.span)
+        if op == "@":
+            check_matmul(a, b, n.span)
+        return self.apply(_ARITH[op], (a, b), n, op)
+
+    def apply(self, op, args, n, symbol, **attrs):
+        """Apply an op; numpy's complaints become DplErrors at this expression."""
+        try:
+            return op(*args, **attrs)
+        except NUMERIC_ERRORS as e:
+            shapes = " and ".join(shape_str(a) for a in args if is_tensor(a))
+            if len(args) == 2 and "broadcast" in str(e):
+                raise DplError(f"shape mismatch in `{symbol}`: shapes {shapes} do not broadcast", n.span) from None
+            raise DplError(f"`{symbol}` failed on shapes {shapes}: {e}", n.span) from None
+
+    def _unop(self, n: A.UnOp, frame):
+        v = self.eval(n.operand, frame)
+        graph.set_span(n.span)
+        if n.op == "not":
+            if kind(v) != "b":
+                raise DplError(f"`not` needs a boolean, got {describe_type(v)}", n.operand.span)
+            return ops.logical_not(v)
+        if not is_tensor(v):
+            raise DplError(f"`-` needs a number or tensor, got {describe_type(v)}", n.operand.span)
+        return ops.neg(ops.astype(v, dtype=np.int64) if kind(v) == "b" else v)
+
+    def _call(self, n: A.Call, frame):
+        f = self.eval(n.func, frame)
+        takes_list = getattr(f, "takes_list", False)
+        args = [self.eval_list(a, frame) if takes_list and isinstance(a, A.ListLit) else self.eval(a, frame)
+                for a in n.args]
+        kwargs = {k: self.eval(v, frame) for k, v in n.kwargs}
+        graph.set_span(n.span)
+        return self.call(f, args, kwargs, n.span)
+
+    def call(self, f, args, kwargs, span):
+        from .builtins import Builtin
+        if isinstance(f, Builtin):
+            return f(self, args, kwargs, span)
+        if isinstance(f, Function):
+            return self.call_function(f, args, kwargs, span)
+        if isinstance(f, Instance):
+            if "call" not in f.fns:
+                raise DplError(f"module `{f.decl.name}` has no `call` function, so `{f.name}(...)` is not defined",
+                               span)
+            return self.call_function(Function(f.fns["call"], f), args, kwargs, span)
+        if isinstance(f, ModuleValue):
+            raise DplError(f"module instances are created only at top level, as `name = {f.decl.name}(...)`", span)
+        dpl_call = getattr(f, "dpl_call", None)
+        if dpl_call is not None:
+            return dpl_call(self, args, kwargs, span)
+        raise DplError(f"{describe_type(f)} is not a function", span)
+
+    def call_function(self, f: Function, args, kwargs, span):
+        decl = f.decl
+        frame = Frame(bind_args(f.name, decl.params, args, kwargs, span), f.instance, f.name)
+        self.depth += 1
+        try:
+            if self.depth > self.max_depth:
+                raise DplError(f"recursion deeper than {self.max_depth} calls in `{f.name}` "
+                               f"(a recursive function without a base case?)", span)
+            r = self.exec_block(decl.body, frame)
+        except DplError as e:
+            e.called_from(span, f.name)
+            raise
+        finally:
+            self.depth -= 1
+        return r.value if r is not None else None
+
+    def _index(self, n: A.Index, frame):
+        v = self.eval(n.value, frame)
+        key = tuple(self.index_item(item, frame) for item in n.items)
+        graph.set_span(n.span)
+        if isinstance(v, tuple):
+            if len(key) != 1 or not isinstance(key[0], int):
+                raise DplError("a tuple is indexed by one integer", n.span)
+            try:
+                return v[key[0]]
+            except IndexError:
+                raise DplError(f"index {key[0]} is out of range for a tuple of {len(v)}", n.span) from None
+        if not is_tensor(v):
+            raise DplError(f"cannot index {describe_type(v)}", n.value.span)
+        try:
+            return ops.index(v, key=key[0] if len(key) == 1 and hasattr(key[0], "dtype") else key)
+        except IndexError as e:
+            raise DplError(f"bad index for a tensor of shape {shape_str(v)}: {e}", n.span) from None
+
+    def index_item(self, item, frame):
+        if isinstance(item, A.Slice):
+            return slice(*(None if p is None else self.index_int(p, frame) for p in (item.lo, item.hi, item.step)))
+        v = raw(self.eval(item, frame))
+        k = kind(v)
+        if k in "iu" and k and np.ndim(v) == 0:
+            return int(v)
+        if k in ("i", "u", "b"):
+            return v
+        raise DplError(f"an index must be an integer, an integer tensor or a boolean mask, got {describe_type(v)}",
+                       item.span)
+
+    def index_int(self, node, frame) -> int:
+        v = raw(self.eval(node, frame))
+        if kind(v) not in ("i", "u") or np.ndim(v) != 0:
+            raise DplError(f"a slice bound must be an integer, got {describe_type(v)}", node.span)
+        return int(v)
+
+    def _attr(self, n: A.Attr, frame):
+        v = self.eval(n.value, frame)
+        if not isinstance(v, Instance):
+            raise DplError(f"`.{n.name}`: only module instances have attributes, got {describe_type(v)}", n.span)
+        if n.name in v.params:
+            return self.read_param(v.params[n.name])
+        if n.name in v.fns:
+            return Function(v.fns[n.name], v)
+        if n.name in v.values:
+            return v.values[n.name]
+        names = set(v.params) | set(v.fns) | set(v.values)
+        raise DplError(f"`{v.name}` ({v.decl.name}) has no `{n.name}`{suggest(n.name, names)}", n.span)
+
+    def eval_list(self, n: A.ListLit, frame) -> list:
+        return [self.eval(x, frame) for x in n.items]
+
+    def _list(self, n: A.ListLit, frame):
+        items = self.eval_list(n, frame)
+        graph.set_span(n.span)
+        return make_tensor(items, n)
+
+    def _tuple(self, n: A.TupleExpr, frame):
+        return tuple(self.eval(x, frame) for x in n.items)
+
+    _eval = {A.Num: _num, A.Str: _str, A.Bool: _bool, A.Name: _name, A.BinOp: _binop, A.UnOp: _unop,
+             A.Call: _call, A.Index: _index, A.Attr: _attr, A.ListLit: _list, A.TupleExpr: _tuple}
+
+
+def start_span(node) -> Span:
+    """Where an expression begins (a binary operation's own span is its operator)."""
+    while isinstance(node, (A.BinOp, A.Index, A.Call, A.Attr)):
+        node = node.left if isinstance(node, A.BinOp) else node.func if isinstance(node, A.Call) else node.value
+    return Span(node.span.file, node.span.line, node.span.col)
+
+
+def make_tensor(items, n):
+    """A tensor literal: the elements stacked along a new first axis (differentiably when any is traced)."""
+    if not items:
+        return B.xp.zeros((0,), dtype=B.float_dtype)
+    for x, node in zip(items, n.items):
+        if not is_tensor(x):
+            raise DplError(f"a tensor literal holds numbers or tensors, got {describe_type(x)}", node.span)
+    shapes = {np.shape(raw(x)) for x in items}
+    if len(shapes) > 1:
+        raise DplError(f"the elements of a tensor literal must have equal shapes, got "
+                       f"{' and '.join(str(list(s)) for s in sorted(shapes))}", n.span)
+    kinds = {kind(x) for x in items}
+    if "f" in kinds:
+        items = [to_float(x) for x in items]
+    elif kinds != {"b"}:
+        items = [ops.astype(x, dtype=np.int64) if kind(x) == "b" else x for x in items]
+    if any(type(x) is Box for x in items):
+        return ops.stack(*items, axis=0)
+    return B.xp.stack([B.xp.asarray(x) for x in items])
+
+
+def check_matmul(a, b, span):
+    sa, sb = np.shape(raw(a)), np.shape(raw(b))
+    if not sa or not sb:
+        raise DplError(f"`@` needs operands with at least one axis, got shapes {list(sa)} @ {list(sb)}", span)
+    inner_b = sb[0] if len(sb) == 1 else sb[-2]
+    if sa[-1] != inner_b:
+        raise DplError(f"shape mismatch in `@`: {list(sa)} @ {list(sb)} (inner sizes {sa[-1]} and {inner_b} "
+                       f"differ)", span)
+    try:
+        np.broadcast_shapes(sa[:-2], sb[:-2])
+    except ValueError:
+        raise DplError(f"shape mismatch in `@`: batch dimensions of {list(sa)} @ {list(sb)} do not broadcast",
+                       span) from None
+
+
+def bind_args(name, params, args, kwargs, span) -> dict:
+    if len(args) > len(params):
+        raise DplError(f"`{name}` takes {len(params)} argument{'s' * (len(params) != 1)} "
+                       f"({', '.join(params)}), got {len(args)}", span)
+    bound = dict(zip(params, args))
+    for k, v in kwargs.items():
+        if k not in params:
+            raise DplError(f"`{name}` has no parameter `{k}`{suggest(k, params)}", span)
+        if k in bound:
+            raise DplError(f"`{name}` got two values for `{k}`", span)
+        bound[k] = v
+    missing = [p for p in params if p not in bound]
+    if missing:
+        raise DplError(f"`{name}` takes {len(params)} argument{'s' * (len(params) != 1)} ({', '.join(params)}), "
+                       f"missing {', '.join(f'`{m}`' for m in missing)}", span)
+    return bound
+
+
+def read_source(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DplError(f"no such file: {path}") from None
+    except OSError as e:
+        raise DplError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DplError("the file is not valid UTF-8 text", Span(str(path), line, col)) from None
+
+
+__all__ = ["Interpreter", "Function", "Instance", "ModuleValue", "RESERVED"]

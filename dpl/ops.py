@@ -1,0 +1,294 @@
+"""The op registry: each primitive's forward and its VJPs side by side.
+
+Forwards call the array namespace `B.xp`. VJPs are written in these same ops
+(never raw xp on adjoints), so a backward pass that is itself being traced is
+recorded and differentiates again. Masks and counts taken from `raw` values
+are constants: their derivative is zero wherever it exists.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend as B
+from .graph import apply, raw
+
+REGISTRY: dict[str, "Op"] = {}
+
+
+class Op:
+    """A primitive: `fwd(*args, **attrs)` and `vjps[i](g, ans, *args, **attrs)` for argument i.
+
+    `vjps` is None for ops with no derivative (comparisons, argmax); an entry
+    None marks an argument that takes no gradient (a condition, an index).
+    """
+
+    __slots__ = ("name", "fwd", "vjps")
+
+    def __init__(self, name, fwd, vjps):
+        self.name, self.fwd, self.vjps = name, fwd, vjps
+        REGISTRY[name] = self
+
+    def __call__(self, *args, **attrs):
+        return apply(self, *args, **attrs)
+
+    def vjp(self, i, g, ans, args, attrs):
+        rule = self.vjps(i) if callable(self.vjps) else self.vjps[i]
+        return None if rule is None else rule(g, ans, *args, **attrs)
+
+    def __repr__(self):
+        return f"<op {self.name}>"
+
+
+def defop(name, vjps=None):
+    def wrap(fwd):
+        return Op(name, fwd, vjps)
+    return wrap
+
+
+def shape(v):
+    return np.shape(raw(v))
+
+
+def unbroadcast(g, target_shape):
+    """Sum an adjoint down to the shape of the operand that was broadcast."""
+    return g if shape(g) == tuple(target_shape) else sum_to(g, shape=tuple(target_shape))
+
+
+def _keep_shape(xshape, axis):
+    """The shape a reduction over `axis` has with keepdims=True."""
+    if axis is None:
+        return (1,) * len(xshape)
+    axes = {a % len(xshape) for a in (axis if isinstance(axis, tuple) else (axis,))}
+    return tuple(1 if i in axes else d for i, d in enumerate(xshape))
+
+
+def _expand(g, x, axis, keepdims):
+    """An adjoint of a reduction, reshaped and broadcast back to x's shape."""
+    if not keepdims:
+        g = reshape(g, shape=_keep_shape(shape(x), axis))
+    return broadcast_to(g, shape=shape(x))
+
+
+# ---- elementwise unary ---------------------------------------------------------
+
+neg = defop("neg", [lambda g, ans, x: neg(g)])(lambda x: B.xp.negative(x))
+exp = defop("exp", [lambda g, ans, x: mul(g, ans)])(lambda x: B.xp.exp(x))
+log = defop("log", [lambda g, ans, x: div(g, x)])(lambda x: B.xp.log(x))
+sin = defop("sin", [lambda g, ans, x: mul(g, cos(x))])(lambda x: B.xp.sin(x))
+cos = defop("cos", [lambda g, ans, x: neg(mul(g, sin(x)))])(lambda x: B.xp.cos(x))
+tan = defop("tan", [lambda g, ans, x: mul(g, add(1.0, mul(ans, ans)))])(lambda x: B.xp.tan(x))
+tanh = defop("tanh", [lambda g, ans, x: mul(g, sub(1.0, mul(ans, ans)))])(lambda x: B.xp.tanh(x))
+sqrt = defop("sqrt", [lambda g, ans, x: div(g, mul(2.0, ans))])(lambda x: B.xp.sqrt(x))
+abs_ = defop("abs", [lambda g, ans, x: mul(g, B.xp.sign(raw(x)))])(lambda x: B.xp.abs(x))
+relu = defop("relu", [lambda g, ans, x: mul(g, raw(x) > 0)])(lambda x: B.xp.maximum(x, 0))
+
+
+@defop("sigmoid", [lambda g, ans, x: mul(g, mul(ans, sub(1.0, ans)))])
+def sigmoid(x):
+    e = B.xp.exp(-B.xp.abs(x))  # never overflows
+    return B.xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+softplus = defop("softplus", [lambda g, ans, x: mul(g, sigmoid(x))])(lambda x: B.xp.logaddexp(0, x))
+
+
+# ---- elementwise binary --------------------------------------------------------
+
+add = defop("add", [lambda g, ans, x, y: unbroadcast(g, shape(x)),
+                    lambda g, ans, x, y: unbroadcast(g, shape(y))])(lambda x, y: x + y)
+sub = defop("sub", [lambda g, ans, x, y: unbroadcast(g, shape(x)),
+                    lambda g, ans, x, y: unbroadcast(neg(g), shape(y))])(lambda x, y: x - y)
+mul = defop("mul", [lambda g, ans, x, y: unbroadcast(mul(g, y), shape(x)),
+                    lambda g, ans, x, y: unbroadcast(mul(g, x), shape(y))])(lambda x, y: x * y)
+div = defop("div", [lambda g, ans, x, y: unbroadcast(div(g, y), shape(x)),
+                    lambda g, ans, x, y: unbroadcast(neg(mul(g, div(ans, y))), shape(y))])(lambda x, y: x / y)
+mod = defop("mod", [lambda g, ans, x, y: unbroadcast(g, shape(x)),
+                    lambda g, ans, x, y: unbroadcast(neg(mul(g, B.xp.floor(raw(x) / raw(y)))), shape(y))]
+            )(lambda x, y: B.xp.mod(x, y))
+
+
+def _pow_dy(g, ans, x, y):
+    """∂/∂y of x^y = x^y log x, taken as 0 where x = 0 (LANGUAGE.md §9)."""
+    zero = raw(x) == 0
+    safe_x = where(zero, 1.0, x)
+    return unbroadcast(where(zero, 0.0, mul(g, mul(ans, log(safe_x)))), shape(y))
+
+
+power = defop("pow", [lambda g, ans, x, y: unbroadcast(mul(g, mul(y, power(x, sub(y, 1)))), shape(x)),
+                      _pow_dy])(lambda x, y: B.xp.power(x, y))
+
+
+def _tie_share(x, y):
+    """1 where x wins, ½ where tied, 0 where it loses: ties share the adjoint equally."""
+    rx, ry = raw(x), raw(y)
+    return (rx > ry) + 0.5 * (rx == ry)
+
+
+maximum = defop("maximum", [lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(x, y)), shape(x)),
+                            lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(y, x)), shape(y))]
+                )(lambda x, y: B.xp.maximum(x, y))
+minimum = defop("minimum", [lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(y, x)), shape(x)),
+                            lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(x, y)), shape(y))]
+                )(lambda x, y: B.xp.minimum(x, y))
+
+where = defop("where", [None,
+                        lambda g, ans, c, x, y: unbroadcast(where(c, g, 0.0), shape(x)),
+                        lambda g, ans, c, x, y: unbroadcast(where(c, 0.0, g), shape(y))]
+              )(lambda c, x, y: B.xp.where(c, x, y))
+
+
+def _clip_mask(x, lo, hi):
+    rx = raw(x)
+    return (rx >= raw(lo)) & (rx <= raw(hi))
+
+
+clip = defop("clip", [lambda g, ans, x, lo, hi: unbroadcast(mul(g, _clip_mask(x, lo, hi)), shape(x)),
+                      lambda g, ans, x, lo, hi: unbroadcast(mul(g, raw(x) < raw(lo)), shape(lo)),
+                      lambda g, ans, x, lo, hi: unbroadcast(mul(g, raw(x) > raw(hi)), shape(hi))]
+             )(lambda x, lo, hi: B.xp.minimum(B.xp.maximum(x, lo), hi))
+
+# ---- not differentiable: comparisons, logic, integer results ----------------------
+
+lt = defop("lt")(lambda x, y: B.xp.less(x, y))
+le = defop("le")(lambda x, y: B.xp.less_equal(x, y))
+gt = defop("gt")(lambda x, y: B.xp.greater(x, y))
+ge = defop("ge")(lambda x, y: B.xp.greater_equal(x, y))
+eq = defop("eq")(lambda x, y: B.xp.equal(x, y))
+ne = defop("ne")(lambda x, y: B.xp.not_equal(x, y))
+logical_and = defop("and")(lambda x, y: B.xp.logical_and(x, y))
+logical_or = defop("or")(lambda x, y: B.xp.logical_or(x, y))
+logical_not = defop("not")(lambda x: B.xp.logical_not(x))
+argmax = defop("argmax")(lambda x, axis=None: B.xp.argmax(x, axis=axis))
+argmin = defop("argmin")(lambda x, axis=None: B.xp.argmin(x, axis=axis))
+floor_int = defop("int")(lambda x: B.xp.trunc(x).astype(np.int64) if x.dtype.kind == "f" else x.astype(np.int64))
+
+
+def _cast_vjp(g, ans, x, dtype):
+    return astype(g, dtype=raw(x).dtype) if raw(x).dtype.kind == "f" else None
+
+
+astype = defop("astype", [_cast_vjp])(lambda x, dtype: B.xp.asarray(x).astype(dtype))
+
+# ---- linear algebra ----------------------------------------------------------------
+
+
+def _matmul_vjp(i):
+    def rule(g, ans, a, b):
+        sa, sb = shape(a), shape(b)
+        a2 = reshape(a, shape=(1,) + sa) if len(sa) == 1 else a
+        b2 = reshape(b, shape=sb + (1,)) if len(sb) == 1 else b
+        g2 = reshape(g, shape=shape(a2)[:-1] + shape(b2)[-1:]) if len(sa) == 1 or len(sb) == 1 else g
+        if i == 0:
+            ga = matmul(g2, swapaxes(b2))
+            return unbroadcast(ga, sa) if len(sa) > 1 else reshape(sum_to(ga, shape=(1,) + sa), shape=sa)
+        gb = matmul(swapaxes(a2), g2)
+        return unbroadcast(gb, sb) if len(sb) > 1 else reshape(sum_to(gb, shape=sb + (1,)), shape=sb)
+    return rule
+
+
+matmul = defop("matmul", [_matmul_vjp(0), _matmul_vjp(1)])(lambda a, b: B.xp.matmul(a, b))
+swapaxes = defop("swapaxes", [lambda g, ans, x: swapaxes(g)])(lambda x: B.xp.swapaxes(x, -1, -2))
+
+# ---- shape ---------------------------------------------------------------------------
+
+reshape = defop("reshape", [lambda g, ans, x, shape: reshape(g, shape=np.shape(raw(x)))]
+                )(lambda x, shape: B.xp.reshape(x, shape))
+transpose = defop("transpose", [lambda g, ans, x, perm: transpose(g, perm=tuple(np.argsort(perm)))]
+                  )(lambda x, perm: B.xp.transpose(x, perm))
+broadcast_to = defop("broadcast_to", [lambda g, ans, x, shape: sum_to(g, shape=np.shape(raw(x)))]
+                     )(lambda x, shape: B.xp.broadcast_to(x, shape))
+
+
+@defop("sum_to", [lambda g, ans, x, shape: broadcast_to(g, shape=np.shape(raw(x)))])
+def sum_to(x, shape):
+    """Sum x down to a shape it was broadcast from (the inverse of broadcast_to)."""
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
+    return B.xp.sum(x, axis=axes, keepdims=True).reshape(shape) if axes else x.reshape(shape)
+
+
+def _has_array(key):
+    return any(hasattr(k, "dtype") for k in key)
+
+
+@defop("index", [lambda g, ans, x, key: scatter_add(g, key=key, shape=np.shape(raw(x)))])
+def index(x, key):
+    return x[key]
+
+
+@defop("scatter_add", [lambda g, ans, x, key, shape: index(g, key=key)])
+def scatter_add(x, key, shape):
+    """Adjoint of indexing: repeated indices accumulate (np.add.at; cupyx.scatter_add on GPU)."""
+    out = B.xp.zeros(shape, dtype=x.dtype)
+    if not _has_array(key):
+        out[key] += x
+    elif B.xp is np:
+        np.add.at(out, key, x)
+    else:  # pragma: no cover - GPU only
+        import cupyx
+        cupyx.scatter_add(out, key, x)
+    return out
+
+
+def _split(axis, i):
+    def rule(g, ans, *xs, axis=axis):
+        ax = axis % np.ndim(raw(ans))
+        start = sum(np.shape(raw(x))[ax] for x in xs[:i])
+        key = (slice(None),) * ax + (slice(start, start + np.shape(raw(xs[i]))[ax]),)
+        return index(g, key=key)
+    return rule
+
+
+concat = defop("concat", lambda i: _split(None, i))(lambda *xs, axis: B.xp.concatenate(xs, axis=axis))
+
+
+def _unstack(i):
+    def rule(g, ans, *xs, axis):
+        ax = axis % np.ndim(raw(ans))
+        return index(g, key=(slice(None),) * ax + (i,))
+    return rule
+
+
+stack = defop("stack", lambda i: _unstack(i))(lambda *xs, axis: B.xp.stack(xs, axis=axis))
+
+# ---- reductions ------------------------------------------------------------------------
+
+sum_ = defop("sum", [lambda g, ans, x, axis=None, keepdims=False: _expand(g, x, axis, keepdims)]
+             )(lambda x, axis=None, keepdims=False: B.xp.sum(x, axis=axis, keepdims=keepdims))
+
+
+def _extremum_vjp(g, ans, x, axis=None, keepdims=False):
+    """Tied extrema share the adjoint equally."""
+    rx = raw(x)
+    hit = rx == raw(ans).reshape(_keep_shape(rx.shape, axis))
+    share = hit / B.xp.sum(hit, axis=axis, keepdims=True)
+    return mul(_expand(g, x, axis, keepdims), share.astype(rx.dtype))
+
+
+amax = defop("max", [_extremum_vjp])(lambda x, axis=None, keepdims=False: B.xp.max(x, axis=axis, keepdims=keepdims))
+amin = defop("min", [_extremum_vjp])(lambda x, axis=None, keepdims=False: B.xp.min(x, axis=axis, keepdims=keepdims))
+
+
+@defop("logsumexp", [lambda g, ans, x, axis=None, keepdims=False:
+                     mul(_expand(g, x, axis, keepdims), exp(sub(x, _expand(ans, x, axis, keepdims))))])
+def logsumexp(x, axis=None, keepdims=False):
+    m = B.xp.max(x, axis=axis, keepdims=True)
+    m = B.xp.where(B.xp.isfinite(m), m, 0)
+    out = B.xp.log(B.xp.sum(B.xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else out.reshape(np.shape(B.xp.sum(x, axis=axis)))
+
+
+@defop("softmax", [lambda g, ans, x, axis: mul(ans, sub(g, sum_(mul(g, ans), axis=axis, keepdims=True)))])
+def softmax(x, axis):
+    e = B.xp.exp(x - B.xp.max(x, axis=axis, keepdims=True))
+    return e / B.xp.sum(e, axis=axis, keepdims=True)
+
+
+def _norm_vjp(g, ans, x, axis=None, keepdims=False):
+    """x/‖x‖, taken as 0 at a zero norm (x is 0 there too)."""
+    n = _expand(ans, x, axis, keepdims)
+    return mul(_expand(g, x, axis, keepdims), div(x, where(raw(n) == 0, 1.0, n)))
+
+
+norm = defop("norm", [_norm_vjp])(
+    lambda x, axis=None, keepdims=False: B.xp.sqrt(B.xp.sum(x * x, axis=axis, keepdims=keepdims)))

@@ -1,0 +1,302 @@
+"""Parsing: grammar/dpl.lark through lark (LALR, contextual lexer) into dpl.ast with spans."""
+from __future__ import annotations
+
+import functools
+import re
+import lark
+from lark import Token, Transformer, v_args
+
+from . import ast as A
+from .errors import SOURCES, DplError, Span
+from .resources import data_dir
+
+RESERVED = {"fn", "param", "module", "use", "import", "train", "soft", "if", "else", "for",
+            "in", "while", "return", "and", "or", "not", "true", "false"}
+
+
+class Layout:
+    """Post-lexer for LANGUAGE.md §2's newline rules.
+
+    It never holds a token back: the contextual lexer lexes each token in the
+    parser state left by the previous one, so `else` on the next line is found
+    by peeking at the source text instead.
+    """
+
+    always_accept = ("_NL",)
+    _ELSE_NEXT = re.compile(r"(?:\s|#[^\n]*)*else\b")
+
+    def __init__(self):
+        self.text = ""
+
+    def process(self, stream):
+        depth, prev = 0, None
+        for tok in stream:
+            if tok.type == "_NL":
+                if depth or prev in (None, "_NL", "_LBRACE") or self._ELSE_NEXT.match(self.text, tok.end_pos):
+                    continue
+            elif tok.type in ("LPAR", "_LSQB"):
+                depth += 1
+            elif tok.type in ("RPAR", "RSQB") and depth:
+                depth -= 1
+            prev = tok.type
+            yield tok
+
+
+def _grammar_text() -> str:
+    return (data_dir("grammar") / "dpl.lark").read_text()
+
+
+@functools.cache
+def _parser() -> lark.Lark:
+    return lark.Lark(_grammar_text(), parser="lalr", lexer="contextual", postlex=Layout(),
+                     propagate_positions=True, maybe_placeholders=True)
+
+
+class _ToAst(Transformer):
+    """Builds frozen AST nodes; every node gets the span of its first token (operators: the operator)."""
+
+    def __init__(self, file):
+        super().__init__()
+        self.file = file
+
+    def _span(self, x) -> Span:
+        if isinstance(x, Token):
+            return Span(self.file, x.line, x.column, x.column + len(x.value))
+        if isinstance(x, A.Node):
+            return x.span
+        return Span(self.file, x.line, x.column, x.end_column if x.end_line == x.line else None)
+
+    def _name(self, tok: Token) -> str:
+        if tok.value in RESERVED:
+            raise DplError(f"`{tok.value}` is a reserved word and cannot be used as a name", self._span(tok))
+        return tok.value
+
+    # ---- program and statements ----
+    @v_args(meta=True)
+    def start(self, meta, ch):
+        return tuple(c for c in ch if c is not None)
+
+    @v_args(meta=True)
+    def block(self, meta, ch):
+        return tuple(c for c in ch if c is not None)
+
+    @v_args(meta=True)
+    def assign(self, meta, ch):
+        return A.Assign(self._name(ch[0]), ch[1], self._span(ch[0]))
+
+    @v_args(meta=True)
+    def unpack(self, meta, ch):
+        return A.Unpack(tuple(self._name(t) for t in ch[:-1]), ch[-1], self._span(meta))
+
+    @v_args(meta=True)
+    def return_stmt(self, meta, ch):
+        items = [c for c in ch if c is not None]
+        value = None if not items else items[0] if len(items) == 1 else A.TupleExpr(tuple(items), items[0].span)
+        return A.Return(value, self._span(meta))
+
+    @v_args(meta=True)
+    def expr_stmt(self, meta, ch):
+        return A.ExprStmt(ch[0], ch[0].span)
+
+    @v_args(meta=True)
+    def if_stmt(self, meta, ch):
+        cond, body, orelse = ch
+        if isinstance(orelse, A.If):
+            orelse = (orelse,)
+        return A.If(cond, body, orelse or (), self._span(meta))
+
+    @v_args(meta=True)
+    def for_stmt(self, meta, ch):
+        return A.For(self._name(ch[0]), ch[1], ch[2], self._span(meta))
+
+    @v_args(meta=True)
+    def while_stmt(self, meta, ch):
+        return A.While(ch[0], ch[1], self._span(meta))
+
+    @v_args(meta=True)
+    def soft_if(self, meta, ch):
+        return A.SoftIf(ch[0], ch[1], ch[2] or (), self._span(meta))
+
+    @v_args(meta=True)
+    def soft_while(self, meta, ch):
+        p, n, steps, body = ch
+        return A.SoftWhile(p, n, self._name(steps) if steps is not None else None, body, self._span(meta))
+
+    @v_args(meta=True)
+    def fn_def(self, meta, ch):
+        name, *params, body = ch
+        params = tuple(self._name(p) for p in params if p is not None)
+        if len(set(params)) != len(params):
+            raise DplError(f"function `{name}` has a repeated parameter name", self._span(name))
+        if not isinstance(body, tuple):
+            body = (A.Return(body, body.span),)
+        return A.FnDef(self._name(name), params, body, self._span(name))
+
+    @v_args(meta=True)
+    def module_def(self, meta, ch):
+        name, *params, body = ch
+        params = tuple(self._name(p) for p in params if p is not None)
+        for stmt in body:
+            if not isinstance(stmt, (A.Param, A.FnDef, A.Assign)):
+                raise DplError("a module body holds only `param`, `fn` and assignments", stmt.span)
+        return A.ModuleDef(self._name(name), params, body, self._span(name))
+
+    @v_args(meta=True)
+    def param_decl(self, meta, ch):
+        return A.Param(self._name(ch[0]), ch[1], ch[2], self._span(ch[0]))
+
+    @v_args(meta=True)
+    def init(self, meta, ch):
+        name, args = ch
+        return A.Init(name.value, tuple(args[0]) if args else (), self._span(name))
+
+    @v_args(meta=True)
+    def use_stmt(self, meta, ch):
+        return A.Use(ch[0].value, self._span(ch[0]))
+
+    @v_args(meta=True)
+    def import_stmt(self, meta, ch):
+        return A.Import(_unquote(ch[0].value), self._span(ch[0]))
+
+    @v_args(meta=True)
+    def train_stmt(self, meta, ch):
+        name, *over, body = ch
+        for stmt in body:
+            if not isinstance(stmt, A.Assign):
+                raise DplError("a train block holds only settings: `optimizer = ...`, `epochs = ...`", stmt.span)
+        return A.Train(self._name(name), tuple(o for o in over if o is not None), body, self._span(name))
+
+    # ---- expressions ----
+    def binop(self, ch):
+        left, op, right = ch
+        return A.BinOp("^" if op.value == "**" else op.value, left, right, self._span(op))
+
+    def unop(self, ch):
+        op, operand = ch
+        return A.UnOp(op.value, operand, self._span(op))
+
+    @v_args(meta=True)
+    def call(self, meta, ch):
+        func, args = ch
+        args = args or ([], [])
+        return A.Call(func, tuple(args[0]), tuple(args[1]), func.span)
+
+    def arglist(self, ch):
+        pos, kw = [], []
+        for a in ch:
+            if isinstance(a, tuple):
+                if any(k == a[0] for k, _ in kw):
+                    raise DplError(f"keyword argument `{a[0]}` given twice", a[1].span)
+                kw.append(a)
+            elif kw:
+                raise DplError("a positional argument cannot follow a keyword argument", a.span)
+            else:
+                pos.append(a)
+        return pos, kw
+
+    def kwarg(self, ch):
+        return (ch[0].value, ch[1])
+
+    @v_args(meta=True)
+    def index(self, meta, ch):
+        return A.Index(ch[0], tuple(c for c in ch[1:] if c is not None), self._span(meta))
+
+    @v_args(meta=True)
+    def slice2(self, meta, ch):
+        return A.Slice(ch[0], ch[1], None, self._span(meta))
+
+    @v_args(meta=True)
+    def slice3(self, meta, ch):
+        return A.Slice(ch[0], ch[1], ch[2], self._span(meta))
+
+    @v_args(meta=True)
+    def attr(self, meta, ch):
+        return A.Attr(ch[0], ch[1].value, self._span(ch[1]))
+
+    @v_args(meta=True)
+    def list(self, meta, ch):
+        return A.ListLit(tuple(c for c in ch if c is not None), self._span(meta))
+
+    def int(self, ch):
+        return A.Num(int(ch[0].value), self._span(ch[0]))
+
+    def float(self, ch):
+        return A.Num(float(ch[0].value), self._span(ch[0]))
+
+    def string(self, ch):
+        return A.Str(_unquote(ch[0].value), self._span(ch[0]))
+
+    def true(self, ch):
+        return A.Bool(True, self._span(ch[0]))
+
+    def false(self, ch):
+        return A.Bool(False, self._span(ch[0]))
+
+    def name(self, ch):
+        return A.Name(self._name(ch[0]), self._span(ch[0]))
+
+
+def _unquote(s: str) -> str:
+    return s[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
+_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "_LSQB", "MINUS", "NOT", "TRUE", "FALSE"}
+_SPELLED = {"_NL": "a newline", "$END": "the end of the file", "NAME": "a name", "STRING": "a string"}
+
+
+def _describe(tok) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    if tok.type == "_NL":
+        return "end of line" if tok.value != ";" else "`;`"
+    return f"`{tok.value}`"
+
+
+def _expected(names) -> str:
+    parser = _parser()
+    words = ["an expression"] if names & _EXPR_START else []
+    if words:  # the post-lexer always accepts newlines; inside an expression they are not what is missing
+        names = names - {"_NL"}
+    for n in sorted(names - _EXPR_START):
+        if n in _SPELLED:
+            words.append(_SPELLED[n])
+            continue
+        try:
+            pattern = parser.get_terminal(n).pattern
+        except KeyError:
+            continue
+        if pattern.type == "str":
+            words.append(f"`{pattern.value}`")
+    if not words:
+        return ""
+    words = words[:6]
+    return "; expected " + (words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1])
+
+
+def parse(text: str, file: str = "<input>") -> A.Program:
+    """Parse DPL source; syntax errors become DplError with what was expected."""
+    SOURCES[file] = text
+    try:
+        parser = _parser()
+        parser.options.postlex.text = text
+        tree = parser.parse(text)
+        body = _ToAst(file).transform(tree)
+    except lark.exceptions.UnexpectedToken as e:
+        tok = e.token
+        span = Span(file, tok.line or 1, tok.column or 1) if tok.type != "$END" else _end(text, file)
+        raise DplError(f"syntax error: unexpected {_describe(tok)}{_expected(set(e.expected))}", span) from None
+    except lark.exceptions.UnexpectedCharacters as e:
+        raise DplError(f"syntax error: unexpected character `{text[e.pos_in_stream]}`",
+                       Span(file, e.line, e.column)) from None
+    except lark.exceptions.UnexpectedEOF as e:
+        raise DplError(f"syntax error: unexpected end of file{_expected(set(e.expected))}", _end(text, file)) from None
+    except lark.exceptions.VisitError as e:
+        if isinstance(e.orig_exc, DplError):
+            raise e.orig_exc from None
+        raise
+    return A.Program(body, file, Span(file, 1, 1))
+
+
+def _end(text: str, file: str) -> Span:
+    lines = text.splitlines() or [""]
+    return Span(file, len(lines), len(lines[-1]) + 1)
