@@ -575,3 +575,6 @@ def rmsprop(lr=0.01, alpha=0.99, eps=1e-8):
 
 
 CONSTANTS = {"pi": math.pi, "e": math.e}  # made tensors of the run's float dtype by the interpreter
+
+
+from . import primitives  # noqa: E402,F401  (registers attention, memory, odeint and sparse builtins)

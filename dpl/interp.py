@@ -167,6 +167,12 @@ class Interpreter:
         self.depth, self.max_depth = 0, max_depth
         self.top = Frame(self.globals, top=True)
         self._const: dict[int, object] = {}
+        self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention
+
+    def record_attention(self, span, alpha) -> None:
+        """Keep the weights of each attend/attention call with its source line (the last 256 calls)."""
+        self.attention_log.append((span, raw(alpha)))
+        del self.attention_log[:-256]
 
     # ---- files ----------------------------------------------------------------------
 
@@ -513,6 +519,12 @@ class Interpreter:
         return self.binary(op, a, b, n)
 
     def binary(self, op, a, b, n):
+        from .primitives import Sparse, sparse_matmul
+        if op == "@" and isinstance(a, Sparse):
+            try:
+                return sparse_matmul(a, b)
+            except DplError as e:
+                raise e.at(n.span)
         for v, side in ((a, n.left), (b, n.right)):
             if not is_tensor(v):
                 raise DplError(f"`{op}` needs numbers or tensors, got {describe_type(v)}", side.span)

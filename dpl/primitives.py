@@ -1,0 +1,362 @@
+"""Differentiable building blocks of LANGUAGE.md §9: attention, content-addressed memory, ODE solvers, sparse graphs.
+
+Each is composed from the primitive ops (so its VJP is exact and differentiates
+again); only sparse @ dense is an op of its own.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import backend as B
+from . import ops
+from .builtins import builtin, floats, integer, tensor
+from .errors import DplError
+from .graph import raw
+from .interp import Function, Instance, describe_type, kind
+
+# ---- attention ----------------------------------------------------------------------------
+
+
+def _scores(interp, span, q, K, score, single):
+    """One score per key: [..., T] for a single query, [..., Tq, T] for a block of queries."""
+    if isinstance(score, (Function, Instance)) or hasattr(score, "dpl_call"):
+        s = interp.call(score, [q, K], {}, span)
+        if kind(s) != "f":
+            raise DplError(f"the `score` function must return float scores, got {describe_type(s)}")
+        return floats(s)
+    if score not in ("dot", "scaled_dot", "cosine"):
+        raise DplError(f'`score` must be "dot", "scaled_dot", "cosine" or a function, got {describe_type(score)}')
+    qb = ops.reshape(q, shape=np.shape(raw(q))[:-1] + (1, np.shape(raw(q))[-1])) if single else q
+    s = ops.matmul(qb, ops.swapaxes(K))  # [..., Tq, T]
+    d = np.shape(raw(q))[-1]
+    if score == "scaled_dot":
+        s = ops.div(s, math.sqrt(d))
+    elif score == "cosine":
+        nq = ops.norm(qb, axis=-1, keepdims=True)                        # [..., Tq, 1]
+        nk = ops.swapaxes(ops.norm(K, axis=-1, keepdims=True))           # [..., 1, T]
+        s = ops.div(s, ops.maximum(ops.mul(nq, nk), 1e-8))
+    if single:
+        s = ops.reshape(s, shape=np.shape(raw(s))[:-2] + np.shape(raw(s))[-1:])
+    return s
+
+
+def masked_softmax(s, mask):
+    """Softmax over the last axis where mask is true; masked weights are exactly 0 and a fully masked row is 0.
+
+    The shift and the masked entries are replaced before exp (with `where`), so
+    no inf meets a 0 in the forward or the backward pass.
+    """
+    if mask is None:
+        return ops.softmax(s, axis=-1)
+    m = raw(mask)
+    if kind(m) != "b":
+        raise DplError(f"`mask` must be boolean (true = may attend), got {describe_type(mask)}")
+    rs = raw(s)
+    try:
+        m = B.xp.broadcast_to(m, rs.shape)
+    except ValueError:
+        raise DplError(f"`mask` of shape {list(np.shape(m))} does not broadcast against the scores "
+                       f"of shape {list(rs.shape)}") from None
+    shift = B.xp.max(B.xp.where(m, rs, -B.xp.inf), axis=-1, keepdims=True)
+    shift = B.xp.where(B.xp.isfinite(shift), shift, 0.0)
+    e = ops.where(m, ops.exp(ops.sub(ops.where(m, s, shift), shift)), 0.0)
+    total = ops.sum_(e, axis=-1, keepdims=True)
+    return ops.div(e, ops.where(raw(total) == 0, 1.0, total))
+
+
+def _attention(interp, span, q, K, score, mask):
+    q, K = floats(q, "q"), floats(K, "K")
+    nq, nk = np.ndim(raw(q)), np.ndim(raw(K))
+    if nq < 1 or nk < 2:
+        raise DplError(f"attention needs q [..., d] or [..., Tq, d] and K [..., T, d], got shapes "
+                       f"{list(np.shape(raw(q)))} and {list(np.shape(raw(K)))}")
+    if np.shape(raw(q))[-1] != np.shape(raw(K))[-1] and not callable(getattr(score, "decl", None)):
+        raise DplError(f"the query size {np.shape(raw(q))[-1]} differs from the key size {np.shape(raw(K))[-1]}")
+    single = nq < nk
+    alpha = masked_softmax(_scores(interp, span, q, K, score, single), mask)
+    interp.record_attention(span, alpha)
+    return alpha, single
+
+
+@builtin(context=True)
+def attention(interp, span, q, K, score="dot", mask=None):
+    return _attention(interp, span, q, K, score, mask)[0]
+
+
+@builtin(context=True)
+def attend(interp, span, q, K, V, score="dot", mask=None):
+    alpha, single = _attention(interp, span, q, K, score, mask)
+    V = floats(V, "V")
+    if np.shape(raw(V))[-2:-1] != np.shape(raw(K))[-2:-1]:
+        raise DplError(f"V needs one row per key: K has shape {list(np.shape(raw(K)))}, V {list(np.shape(raw(V)))}")
+    return _weighted_rows(alpha, V, single)
+
+
+def _weighted_rows(alpha, V, single):
+    """Σᵢ αᵢ Vᵢ for weights [..., T] (single) or [..., Tq, T] (block) and rows V [..., T, dv]."""
+    if not single:
+        return ops.matmul(alpha, V)
+    sa = np.shape(raw(alpha))
+    out = ops.matmul(ops.reshape(alpha, shape=sa[:-1] + (1, sa[-1])), V)
+    so = np.shape(raw(out))
+    return ops.reshape(out, shape=so[:-2] + so[-1:])
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+_EPS = 1e-8
+
+
+def _address(M, key, beta):
+    M, key, beta = floats(M, "M"), floats(key, "key"), floats(beta, "beta")
+    nm, nkey = np.ndim(raw(M)), np.ndim(raw(key))
+    if nm < 2 or nkey < 1 or np.shape(raw(M))[-1] != np.shape(raw(key))[-1]:
+        raise DplError(f"address needs M [..., N, W] and key [..., W] or [..., R, W], got shapes "
+                       f"{list(np.shape(raw(M)))} and {list(np.shape(raw(key)))}")
+    single = nkey < nm
+    kb = ops.reshape(key, shape=np.shape(raw(key))[:-1] + (1, np.shape(raw(key))[-1])) if single else key
+    dots = ops.matmul(kb, ops.swapaxes(M))                                              # [..., R, N]
+    nk = ops.sqrt(ops.add(ops.sum_(ops.mul(kb, kb), axis=-1, keepdims=True), _EPS))      # [..., R, 1]
+    nm_ = ops.swapaxes(ops.sqrt(ops.add(ops.sum_(ops.mul(M, M), axis=-1, keepdims=True), _EPS)))  # [..., 1, N]
+    cos = ops.div(dots, ops.mul(nk, nm_))
+    b = beta
+    if np.ndim(raw(beta)):  # [...] for one key, [..., R] for R heads: one sharpness per row of scores
+        b = ops.reshape(beta, shape=np.shape(raw(beta)) + ((1, 1) if single else (1,)))
+    alpha = ops.softmax(ops.mul(b, cos), axis=-1)
+    if single:
+        alpha = ops.reshape(alpha, shape=np.shape(raw(alpha))[:-2] + np.shape(raw(alpha))[-1:])
+    return alpha, single
+
+
+@builtin()
+def address(M, key, beta):
+    return _address(M, key, beta)[0]
+
+
+@builtin("read")
+def read_(M, key, beta):
+    alpha, single = _address(M, key, beta)
+    return _weighted_rows(alpha, floats(M), single)
+
+
+@builtin()
+def write(M, w, erase, add):
+    M, w, erase, add = floats(M, "M"), floats(w, "w"), floats(erase, "erase"), floats(add, "add")
+    sw, se = np.shape(raw(w)), np.shape(raw(erase))
+    wc = ops.reshape(w, shape=sw + (1,))                    # [..., N, 1]
+    er = ops.reshape(erase, shape=se[:-1] + (1, se[-1]))    # [..., 1, W]
+    sa = np.shape(raw(add))
+    ad = ops.reshape(add, shape=sa[:-1] + (1, sa[-1]))
+    return ops.add(ops.mul(M, ops.sub(1.0, ops.mul(wc, er))), ops.mul(wc, ad))
+
+
+# ---- ODE solvers --------------------------------------------------------------------------------
+
+_TABLEAUS = {
+    "euler": ([], [1.0], [0.0]),
+    "midpoint": ([[0.5]], [0.0, 1.0], [0.0, 0.5]),
+    "rk4": ([[0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6], [0.0, 0.5, 0.5, 1.0]),
+}
+
+# Dormand–Prince 5(4): a, b (5th order), b* (4th order), c
+_DP_A = [[1 / 5], [3 / 40, 9 / 40], [44 / 45, -56 / 15, 32 / 9],
+         [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
+         [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
+         [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84]]
+_DP_B = [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0]
+_DP_E = [71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40]  # b - b*
+_DP_C = [0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0]
+
+
+def _combo(y, h, coeffs, ks):
+    acc = None
+    for c, k in zip(coeffs, ks):
+        if c:
+            term = ops.mul(c, k)
+            acc = term if acc is None else ops.add(acc, term)
+    return y if acc is None else ops.add(y, ops.mul(h, acc))
+
+
+class _Rhs:
+    def __init__(self, interp, span, f, shape):
+        self.interp, self.span, self.f, self.shape = interp, span, f, shape
+
+    def __call__(self, t, y):
+        dy = self.interp.call(self.f, [t, y], {}, self.span)
+        if kind(dy) != "f" and kind(dy) not in ("i", "u"):
+            raise DplError(f"the ODE function must return dy/dt shaped like y, got {describe_type(dy)}")
+        dy = floats(dy)
+        if np.shape(raw(dy)) != self.shape:
+            dy = ops.broadcast_to(dy, shape=self.shape)
+        return dy
+
+
+def _fixed(rhs, y, t0, t1, steps, method):
+    a, b, c = _TABLEAUS[method]
+    h = ops.div(ops.sub(t1, t0), float(steps))
+    for n in range(steps):
+        t = ops.add(t0, ops.mul(h, float(n)))
+        ks = [rhs(t, y)]
+        for row, ci in zip(a, c[1:]):
+            ks.append(rhs(ops.add(t, ops.mul(ci, h)), _combo(y, h, row, ks)))
+        y = _combo(y, h, b, ks)
+    return y
+
+
+def _dopri5(rhs, y, t0, t1, steps, rtol, atol, max_steps=100000):
+    """Adaptive Dormand–Prince: step sizes are hard decisions on values; gradients flow through accepted steps."""
+    span_t = float(raw(t1)) - float(raw(t0))
+    if span_t == 0:
+        return y
+    h = span_t / max(steps, 1)
+    t_done = 0.0  # elapsed fraction is tracked as a float; the traced time is t0 + elapsed
+    taken = 0
+    while abs(t_done) < abs(span_t) * (1 - 1e-12):
+        if taken > max_steps:
+            raise DplError(f"dopri5 took more than {max_steps} steps; loosen rtol/atol")
+        h = min(abs(h), abs(span_t - t_done)) * np.sign(span_t)
+        t = ops.add(t0, t_done)
+        ks = [rhs(t, y)]
+        for row, ci in zip(_DP_A, _DP_C[1:]):
+            ks.append(rhs(ops.add(t, ci * h), _combo(y, h, row, ks)))
+        y_new = _combo(y, h, _DP_B, ks)
+        err = raw(_combo(0.0, h, _DP_E, ks))
+        scale = atol + rtol * np.maximum(np.abs(B.to_host(raw(y))), np.abs(B.to_host(raw(y_new))))
+        ratio = float(np.sqrt(np.mean((np.asarray(B.to_host(err)) / scale) ** 2))) if np.size(scale) else 0.0
+        taken += 1
+        if ratio <= 1.0:
+            y, t_done = y_new, t_done + h
+        factor = 0.9 * (1.0 / ratio) ** 0.2 if ratio > 0 else 5.0
+        h = h * min(5.0, max(0.2, factor))
+    return y
+
+
+@builtin(context=True)
+def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol=1e-9, ts=None):
+    if not isinstance(f, (Function, Instance)) and not hasattr(f, "dpl_call"):
+        raise DplError(f"`odeint` integrates a function f(t, y), got {describe_type(f)}")
+    y0, t0, t1 = floats(y0, "y0"), floats(t0, "t0"), floats(t1, "t1")
+    steps = integer(steps, "steps")
+    if steps < 1:
+        raise DplError("`steps` must be at least 1")
+    methods = sorted(_TABLEAUS) + ["dopri5"]
+    if method not in methods:
+        raise DplError(f"`method` must be one of {', '.join(repr(m) for m in methods)}, got {describe_type(method)}")
+    rhs = _Rhs(interp, span, f, np.shape(raw(y0)))
+
+    def solve(y, a, b):
+        if method == "dopri5":
+            return _dopri5(rhs, y, a, b, steps, float(raw(floats(rtol))), float(raw(floats(atol))))
+        return _fixed(rhs, y, a, b, steps, method)
+
+    if ts is None:
+        return solve(y0, t0, t1)
+    grid = floats(ts, "ts")
+    if np.ndim(raw(grid)) != 1 or np.shape(raw(grid))[0] < 1:
+        raise DplError(f"`ts` must be a 1-d grid of times, got {describe_type(ts)}")
+    ys, y = [], y0
+    prev = ops.index(grid, key=(0,))
+    y = solve(y, t0, prev) if float(raw(prev)) != float(raw(t0)) else y
+    ys.append(y)
+    for i in range(1, np.shape(raw(grid))[0]):
+        cur = ops.index(grid, key=(i,))
+        y = solve(y, prev, cur)
+        ys.append(y)
+        prev = cur
+    return ops.stack(*ys, axis=0)
+
+
+# ---- sparse matrices ------------------------------------------------------------------------------
+
+class Sparse:
+    """A sparse matrix value (scipy.sparse CSR on CPU, cupyx.scipy.sparse on GPU); only `A @ X` is traced."""
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+        self._t = None
+
+    @property
+    def shape(self):
+        return self.matrix.shape
+
+    @property
+    def T(self):
+        if self._t is None:
+            self._t = self.matrix.T.tocsr()
+        return self._t
+
+    def describe(self):
+        return f"<sparse {self.shape[0]}x{self.shape[1]}, {self.matrix.nnz} nonzeros>"
+
+
+def _sparse_module():
+    if B.xp is np:
+        import scipy.sparse as sp
+        return sp
+    import cupyx.scipy.sparse as sp  # pragma: no cover - GPU only
+    return sp
+
+
+spmm = ops.defop("spmm", [lambda g, ans, x, A: spmm(g, A=A.T if isinstance(A, Sparse) else A)])(
+    lambda x, A: B.xp.asarray((A.matrix if isinstance(A, Sparse) else A) @ x))
+
+
+def sparse_matmul(A: Sparse, X):
+    X = floats(X, "the right operand of `@`")
+    sx = np.shape(raw(X))
+    if len(sx) not in (1, 2) or sx[0] != A.shape[1]:
+        raise DplError(f"shape mismatch in `@`: sparse {list(A.shape)} @ {list(sx)} (the right operand must be "
+                       f"[{A.shape[1]}] or [{A.shape[1]}, k])")
+    return spmm(X, A=A)
+
+
+@builtin()
+def csr(data, indices, indptr, shape):
+    from .builtins import shape_arg
+    sp = _sparse_module()
+    shp = shape_arg(shape)
+    if len(shp) != 2:
+        raise DplError(f"`csr` builds a matrix: shape must have 2 sizes, got {list(shp)}")
+    try:
+        m = sp.csr_matrix((raw(floats(data)), raw(tensor(indices)), raw(tensor(indptr))), shape=shp)
+        m.check_format(full_check=True) if hasattr(m, "check_format") else None
+    except (ValueError, TypeError) as e:
+        raise DplError(f"`csr`: {e}") from None
+    return Sparse(m.astype(B.float_dtype))
+
+
+@builtin()
+def adjacency(edges, n, self_loops=True, normalize="sym"):
+    from .builtins import flag
+    sp = _sparse_module()
+    e = np.asarray(B.to_host(raw(tensor(edges, "edges"))))
+    n = integer(n, "n")
+    if e.dtype.kind not in "iu" or e.ndim != 2 or e.shape[0] != 2:
+        raise DplError(f"`edges` must be a [2, E] integer tensor, got {describe_type(edges)}")
+    if e.size and (e.min() < 0 or e.max() >= n):
+        raise DplError(f"`edges` refer to nodes outside 0..{n - 1}")
+    if normalize not in ("sym", "row", "none"):
+        raise DplError(f'`normalize` must be "sym", "row" or "none", got {describe_type(normalize)}')
+    import scipy.sparse as ssp
+    a = ssp.coo_matrix((np.ones(e.shape[1]), (e[0], e[1])), shape=(n, n)).tocsr()
+    a = ((a + a.T) > 0).astype(np.float64)                      # undirected, duplicates merged
+    if self_loops if isinstance(self_loops, bool) else flag(self_loops, "self_loops"):
+        a = ((a + ssp.eye(n, format="csr")) > 0).astype(np.float64)
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    with np.errstate(divide="ignore"):
+        if normalize == "sym":
+            d = np.where(deg > 0, deg ** -0.5, 0.0)
+            a = ssp.diags(d) @ a @ ssp.diags(d)
+        elif normalize == "row":
+            a = ssp.diags(np.where(deg > 0, 1.0 / deg, 0.0)) @ a
+    a = a.tocsr().astype(B.float_dtype)
+    return Sparse(a if B.xp is np else sp.csr_matrix(a))
+
+
+@builtin()
+def dense(A):
+    if not isinstance(A, Sparse):
+        raise DplError(f"`dense` takes a sparse matrix, got {describe_type(A)}")
+    return B.xp.asarray(A.matrix.toarray())
