@@ -121,12 +121,14 @@ def check_axis(x, axis):
 
 # ---- math ----------------------------------------------------------------------------------
 
-for _name, _op in [("exp", ops.exp), ("log", ops.log), ("sin", ops.sin), ("cos", ops.cos), ("tan", ops.tan),
-                   ("tanh", ops.tanh), ("sigmoid", ops.sigmoid), ("relu", ops.relu), ("softplus", ops.softplus),
-                   ("sqrt", ops.sqrt)]:
-    def _unary(x, _op=_op):
-        return _op(floats(x))
-    builtin(_name)(_unary)
+def _unary(op):
+    def fn(x):
+        return op(floats(x))
+    return fn
+
+
+for _op in (ops.exp, ops.log, ops.sin, ops.cos, ops.tan, ops.tanh, ops.sigmoid, ops.relu, ops.softplus, ops.sqrt):
+    builtin(_op.name)(_unary(_op))
 
 
 @builtin("abs")

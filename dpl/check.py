@@ -6,9 +6,8 @@ from pathlib import Path
 from . import ast as A
 from .builtins import BUILTINS, CONSTANTS
 from .errors import DplError, suggest
-from .interp import assigned_names, read_source
+from .interp import assigned_names, read_source, stdlib_path
 from .parser import parse
-from .resources import data_dir
 
 _TRAIN_SETTINGS = {"optimizer", "epochs", "batch", "shuffle", "seed"}
 
@@ -40,7 +39,10 @@ def _collect(path: Path, programs, errors, span):
         return
     for stmt in prog.body:
         if isinstance(stmt, A.Use):
-            _collect(data_dir("stdlib") / f"{stmt.name}.dpl", programs, errors, stmt.span)
+            try:
+                _collect(stdlib_path(stmt.name, stmt.span), programs, errors, stmt.span)
+            except DplError as e:
+                errors.append(e)
         elif isinstance(stmt, A.Import):
             p = Path(stmt.path)
             _collect(p if p.is_absolute() else path.parent / p, programs, errors, stmt.span)

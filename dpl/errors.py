@@ -25,7 +25,7 @@ class DplError(Exception):
         super().__init__(message)
         self.message = message
         self.span = span
-        self.chain: list[tuple[Span, str]] = []  # DPL calls that led here, innermost first
+        self.chain: list[tuple[Span, str, int]] = []  # DPL calls that led here, innermost first
 
     def at(self, span: Span | None) -> "DplError":
         """Attach a position if none is known yet (the innermost position wins)."""
@@ -34,16 +34,18 @@ class DplError(Exception):
         return self
 
     def called_from(self, span: Span, name: str) -> None:
-        if len(self.chain) < 20:
-            self.chain.append((span, name))
+        if self.chain and self.chain[-1][:2] == (span, name):  # recursion: one line with a count
+            self.chain[-1] = (span, name, self.chain[-1][2] + 1)
+        elif len(self.chain) < 20:
+            self.chain.append((span, name, 1))
 
     def format(self) -> str:
         if self.span is None:
             return f"dpl: error: {self.message}"
         lines = [f"{self.span}: {self.message}"]
         lines += _excerpt(self.span)
-        for span, name in self.chain:
-            lines.append(f"  called from {span} in {name}")
+        for span, name, times in self.chain:
+            lines.append(f"  called from {span} in {name}" + (f" ({times} times)" if times > 1 else ""))
         return "\n".join(lines)
 
     def __str__(self):

@@ -149,7 +149,7 @@ def assigned_names(stmts) -> list[str]:
 class Interpreter:
     """Runs DPL programs. mode "run" skips `train` blocks; "train" hands them to `trainer`."""
 
-    def __init__(self, mode="run", seed=0, stdout=None, loaded_params=None, trainer=None, max_depth=200):
+    def __init__(self, mode="run", seed=0, stdout=None, loaded_params=None, trainer=None, max_depth=400):
         from .builtins import BUILTINS, CONSTANTS
         self.builtins = dict(BUILTINS, **{k: B.float_dtype.type(v) for k, v in CONSTANTS.items()})
         self.mode = mode
@@ -409,12 +409,7 @@ class Interpreter:
 
     def _use(self, s: A.Use, frame):
         self._declaration_only_at_top(s, frame)
-        path = data_dir("stdlib") / f"{s.name}.dpl"
-        if not path.is_file():
-            known = sorted(p.stem for p in data_dir("stdlib").glob("*.dpl"))
-            raise DplError(f"no stdlib module `{s.name}`{suggest(s.name, known)}; available: {', '.join(known)}",
-                           s.span)
-        self.load_dpl(path, s.span)
+        self.load_dpl(stdlib_path(s.name, s.span), s.span)
 
     def _import(self, s: A.Import, frame):
         self._declaration_only_at_top(s, frame)
@@ -730,6 +725,15 @@ def bind_args(name, params, args, kwargs, span) -> dict:
         raise DplError(f"`{name}` takes {len(params)} argument{'s' * (len(params) != 1)} ({', '.join(params)}), "
                        f"missing {', '.join(f'`{m}`' for m in missing)}", span)
     return bound
+
+
+def stdlib_path(name: str, span) -> Path:
+    """stdlib/NAME.dpl, or an error listing the modules there are."""
+    path = data_dir("stdlib") / f"{name}.dpl"
+    if not path.is_file():
+        known = sorted(p.stem for p in data_dir("stdlib").glob("*.dpl"))
+        raise DplError(f"no stdlib module `{name}`{suggest(name, known)}; available: {', '.join(known)}", span)
+    return path
 
 
 def read_source(path: Path) -> str:
