@@ -77,6 +77,8 @@ def floats(x, what="argument"):
 def integer(x, what) -> int:
     if type(x) is int:
         return x
+    if type(x) is Box:  # a hard decision taken from a traced value: keep it as a guard
+        x.trace.guard(x, int(raw(x)))
     r = raw(x)
     if isinstance(r, (bool, np.bool_)) or kind(r) not in ("i", "u") or np.ndim(r) != 0:
         hint = "; use int(...) to convert" if kind(r) == "f" else ""
@@ -142,7 +144,7 @@ def _promote(a, b):
 
 
 def _extremum(name, pairwise, reduce):
-    def fn(x, y=None, axis=None, keepdims=False):
+    def fn(x, y=None, *, axis=None, keepdims=False):
         if y is not None:
             if axis is not None:
                 raise DplError(f"`{name}` with two tensors is elementwise and takes no `axis`")
@@ -529,15 +531,19 @@ def soft_while_weights(cs, span):
 
 
 def expectation(weights, values, span):
-    """Σ wₖ vₖ, leaving out terms whose weight is exactly 0 so an unused overflowed state cannot make NaN."""
+    """Σ wₖ vₖ. A state that overflowed where its weight is exactly 0 is unused: it is left out (when the
+    weight is 0 everywhere) or masked to 0, so it cannot turn the result into NaN; finite states always
+    count, so the gradient w.r.t. a probability that is exactly 0 or 1 stays right."""
     total = None
     for w, v in zip(weights, values):
-        rw = raw(w)
-        if isinstance(rw, float) and rw == 0.0 or (np.ndim(rw) == 0 and float(rw) == 0.0):
-            continue
         v = floats(v)
-        if np.ndim(rw):  # a tensor of probabilities: mask the unused entries elementwise
-            v = ops.where(rw > 0, v, 0.0)
+        rv, rw = raw(v), raw(w)
+        finite = B.xp.isfinite(rv)
+        if not bool(finite.all()):
+            unused = rw == 0
+            if bool(B.xp.all(unused)):
+                continue
+            v = ops.where(finite | ~unused, v, 0.0)
         term = ops.mul(w, v)
         total = term if total is None else ops.add(total, term)
     return total if total is not None else ops.mul(0.0, floats(values[0]))

@@ -26,6 +26,7 @@ class DplError(Exception):
         self.message = message
         self.span = span
         self.chain: list[tuple[Span, str, int]] = []  # DPL calls that led here, innermost first
+        self.omitted = 0
 
     def at(self, span: Span | None) -> "DplError":
         """Attach a position if none is known yet (the innermost position wins)."""
@@ -34,10 +35,15 @@ class DplError(Exception):
         return self
 
     def called_from(self, span: Span, name: str) -> None:
-        if self.chain and self.chain[-1][:2] == (span, name):  # recursion: one line with a count
+        """Record that the failing code ran in `name`, called at `span` (innermost first)."""
+        if span is None:  # called from Python (the API, the tools), not from DPL code
+            return
+        if self.chain and self.chain[-1][:2] == (span, name):  # direct recursion: one line with a count
             self.chain[-1] = (span, name, self.chain[-1][2] + 1)
         elif len(self.chain) < 20:
             self.chain.append((span, name, 1))
+        else:
+            self.omitted += 1
 
     def format(self) -> str:
         if self.span is None:
@@ -45,7 +51,9 @@ class DplError(Exception):
         lines = [f"{self.span}: {self.message}"]
         lines += _excerpt(self.span)
         for span, name, times in self.chain:
-            lines.append(f"  called from {span} in {name}" + (f" ({times} times)" if times > 1 else ""))
+            lines.append(f"  in {name}, called from {span}" + (f" ({times} times)" if times > 1 else ""))
+        if self.omitted:
+            lines.append(f"  ... and {self.omitted} more calls")
         return "\n".join(lines)
 
     def __str__(self):
@@ -59,9 +67,11 @@ def _excerpt(span: Span) -> list[str]:
     src = text.splitlines()
     if not 1 <= span.line <= len(src):
         return []
-    line = src[span.line - 1].expandtabs(4)
-    width = max(1, (span.end_col or span.col + 1) - span.col) if span.end_col else 1
-    return [f"    {line}", "    " + " " * (span.col - 1) + "^" * min(width, max(1, len(line) - span.col + 1))]
+    raw_line = src[span.line - 1]
+    line = raw_line.expandtabs(4)
+    indent = len(raw_line[:span.col - 1].expandtabs(4))  # the caret lines up with tabs expanded the same way
+    width = max(1, span.end_col - span.col) if span.end_col else 1
+    return [f"    {line}", "    " + " " * indent + "^" * min(width, max(1, len(line) - indent))]
 
 
 def suggest(name: str, candidates) -> str:

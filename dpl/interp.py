@@ -9,7 +9,7 @@ import numpy as np
 from . import ast as A
 from . import backend as B
 from . import graph, ops
-from .errors import DplError, Span, suggest
+from .errors import SOURCES, DplError, Span, suggest
 from .graph import Box, Trace, raw
 from .parser import RESERVED, parse
 from .resources import data_dir
@@ -110,7 +110,8 @@ def describe_type(v) -> str:
     if is_tensor(v):
         r = raw(v)
         what = {"f": "float", "i": "integer", "u": "integer", "b": "boolean"}.get(r.dtype.kind, str(r.dtype))
-        return f"a {what} scalar" if r.ndim == 0 else f"a {what} tensor of shape {list(r.shape)}"
+        article = "an" if what[0] in "aeiou" else "a"
+        return f"{article} {what} scalar" if r.ndim == 0 else f"{article} {what} tensor of shape {list(r.shape)}"
     if isinstance(v, tuple):
         return f"a tuple of {len(v)}"
     if isinstance(v, str):
@@ -166,7 +167,7 @@ class Interpreter:
         self.loading: list[Path] = []
         self.depth, self.max_depth = 0, max_depth
         self.top = Frame(self.globals, top=True)
-        self._const: dict[int, object] = {}
+        self._const: dict[int, tuple] = {}  # literal values by AST node
         self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention
 
     def record_attention(self, span, alpha) -> None:
@@ -362,6 +363,8 @@ class Interpreter:
         for name in dict.fromkeys(assigned_names(s.body) + assigned_names(s.orelse)):
             missing = object()
             a, b = envs[0].get(name, before.get(name, missing)), envs[1].get(name, before.get(name, missing))
+            if a is missing and b is missing:
+                continue  # bound by neither branch: local to a `soft while` body inside it
             if a is missing or b is missing:
                 raise DplError(f"`{name}` is assigned in only one branch of `soft if` and has no value before it; "
                                f"give it a value before the `soft if`", s.span)
@@ -480,9 +483,11 @@ class Interpreter:
         return self._eval[type(node)](self, node, frame)
 
     def _num(self, n: A.Num, frame):
-        v = self._const.get(id(n))
-        if v is None:
-            v = self._const[id(n)] = np.int64(n.value) if isinstance(n.value, int) else B.float_dtype.type(n.value)
+        hit = self._const.get(id(n))
+        if hit is not None and hit[0] is n:  # ids are reused once a parsed file is freed: check identity
+            return hit[1]
+        v = np.int64(n.value) if isinstance(n.value, int) else B.float_dtype.type(n.value)
+        self._const[id(n)] = (n, v)
         return v
 
     def _str(self, n, frame):
@@ -623,7 +628,7 @@ class Interpreter:
     def index_item(self, item, frame):
         if isinstance(item, A.Slice):
             return slice(*(None if p is None else self.index_int(p, frame) for p in (item.lo, item.hi, item.step)))
-        v = raw(self.eval(item, frame))
+        v = self.unguarded(self.eval(item, frame))
         k = kind(v)
         if k in "iu" and k and np.ndim(v) == 0:
             return int(v)
@@ -632,8 +637,14 @@ class Interpreter:
         raise DplError(f"an index must be an integer, an integer tensor or a boolean mask, got {describe_type(v)}",
                        item.span)
 
+    def unguarded(self, v):
+        """The plain value of something a hard decision is taken on (an index, a bound), kept as a guard."""
+        if type(v) is Box:
+            v.trace.guard(v, B.to_host(raw(v)))
+        return raw(v)
+
     def index_int(self, node, frame) -> int:
-        v = raw(self.eval(node, frame))
+        v = self.unguarded(self.eval(node, frame))
         if kind(v) not in ("i", "u") or np.ndim(v) != 0:
             raise DplError(f"a slice bound must be an integer, got {describe_type(v)}", node.span)
         return int(v)
@@ -746,6 +757,7 @@ def read_source(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
+        SOURCES[str(path)] = data.decode("utf-8", "replace")
         line = data[:e.start].count(b"\n") + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise DplError("the file is not valid UTF-8 text", Span(str(path), line, col)) from None

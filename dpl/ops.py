@@ -118,17 +118,17 @@ power = defop("pow", [lambda g, ans, x, y: unbroadcast(mul(g, mul(y, power(x, su
                       _pow_dy])(lambda x, y: B.xp.power(x, y))
 
 
-def _tie_share(x, y):
-    """1 where x wins, ½ where tied, 0 where it loses: ties share the adjoint equally."""
+def _tie_share(g, x, y):
+    """1 where x wins, ½ where tied, 0 where it loses, in g's dtype: ties share the adjoint equally."""
     rx, ry = raw(x), raw(y)
-    return (rx > ry) + 0.5 * (rx == ry)
+    return ((rx > ry) + 0.5 * (rx == ry)).astype(raw(g).dtype)  # a float64 share would promote float32 g
 
 
-maximum = defop("maximum", [lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(x, y)), shape(x)),
-                            lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(y, x)), shape(y))]
+maximum = defop("maximum", [lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(g, x, y)), shape(x)),
+                            lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(g, y, x)), shape(y))]
                 )(lambda x, y: B.xp.maximum(x, y))
-minimum = defop("minimum", [lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(y, x)), shape(x)),
-                            lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(x, y)), shape(y))]
+minimum = defop("minimum", [lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(g, y, x)), shape(x)),
+                            lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(g, x, y)), shape(y))]
                 )(lambda x, y: B.xp.minimum(x, y))
 
 where = defop("where", [None,
@@ -177,7 +177,10 @@ def _matmul_vjp(i):
         sa, sb = shape(a), shape(b)
         a2 = reshape(a, shape=(1,) + sa) if len(sa) == 1 else a
         b2 = reshape(b, shape=sb + (1,)) if len(sb) == 1 else b
-        g2 = reshape(g, shape=shape(a2)[:-1] + shape(b2)[-1:]) if len(sa) == 1 or len(sb) == 1 else g
+        # put back the axes matmul dropped for a 1-D operand (m after the batch dims, then n before it)
+        gs = shape(g) + (1,) if len(sb) == 1 else shape(g)
+        gs = gs[:-1] + (1,) + gs[-1:] if len(sa) == 1 else gs
+        g2 = reshape(g, shape=gs) if len(sa) == 1 or len(sb) == 1 else g
         if i == 0:
             ga = matmul(g2, swapaxes(b2))
             return unbroadcast(ga, sa) if len(sa) > 1 else reshape(sum_to(ga, shape=(1,) + sa), shape=sa)

@@ -19,8 +19,12 @@ def write_atomic(path, content) -> None:
     """Write bytes (or call content(file)) to a temporary file beside `path`, fsync, then rename:
     the old file survives any failure."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise DplError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        os.chmod(tmp, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             content(f) if callable(content) else f.write(content)
             f.flush()
@@ -32,6 +36,16 @@ def write_atomic(path, content) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """An existing file keeps its permissions; a new one gets the usual 0666 less the umask (mkstemp uses 0600)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def load_params(path) -> dict:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
+
 import lark
 from lark import Token, Transformer, v_args
 
@@ -22,7 +24,10 @@ class Layout:
     by peeking at the source text instead.
     """
 
-    always_accept = ("_NL",)
+    # NAME is offered to every contextual-lexer state so that a keyword is never lexed as the prefix
+    # of a longer word (`a andb` is not `a and b`); a NAME spelled like a keyword the state expects is
+    # still retyped to that keyword by lark, so `max`, `as` and `over` stay contextual.
+    always_accept = ("_NL", "NAME")
     _ELSE_NEXT = re.compile(r"(?:\s|#[^\n]*)*else\b")
 
     def __init__(self):
@@ -32,7 +37,8 @@ class Layout:
         depth, prev = 0, None
         for tok in stream:
             if tok.type == "_NL":
-                if depth or prev in (None, "_NL", "_LBRACE") or self._ELSE_NEXT.match(self.text, tok.end_pos):
+                if (depth and tok.value != ";") or prev in (None, "_NL", "_LBRACE") \
+                        or self._ELSE_NEXT.match(self.text, tok.end_pos):
                     continue
             elif tok.type in ("LPAR", "_LSQB"):
                 depth += 1
@@ -148,11 +154,11 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def init(self, meta, ch):
         name, args = ch
-        return A.Init(name.value, tuple(args[0]) if args else (), self._span(name))
+        return A.Init(self._name(name), tuple(args[0]) if args else (), self._span(name))
 
     @v_args(meta=True)
     def use_stmt(self, meta, ch):
-        return A.Use(ch[0].value, self._span(ch[0]))
+        return A.Use(self._name(ch[0]), self._span(ch[0]))
 
     @v_args(meta=True)
     def import_stmt(self, meta, ch):
@@ -195,7 +201,7 @@ class _ToAst(Transformer):
         return pos, kw
 
     def kwarg(self, ch):
-        return (ch[0].value, ch[1])
+        return (self._name(ch[0]), ch[1])
 
     @v_args(meta=True)
     def index(self, meta, ch):
@@ -211,7 +217,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def attr(self, meta, ch):
-        return A.Attr(ch[0], ch[1].value, self._span(ch[1]))
+        return A.Attr(ch[0], self._name(ch[1]), self._span(ch[1]))
 
     @v_args(meta=True)
     def list(self, meta, ch):
@@ -237,10 +243,15 @@ class _ToAst(Transformer):
 
 
 def _unquote(s: str) -> str:
-    return s[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+    with warnings.catch_warnings():  # an unknown escape such as `\d` in "C:\data" stays as written
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return s[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
 _EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "_LSQB", "MINUS", "NOT", "TRUE", "FALSE"}
+_ATOM_START = {"INT", "FLOAT"}  # accepted exactly where an expression may start
+_STMT_START = {"FN", "PARAM", "MODULE", "USE", "IMPORT", "TRAIN", "SOFT", "IF", "FOR", "WHILE", "RETURN"}
+_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "AT", "POW", "COMPARE", "AND", "OR"}
 _SPELLED = {"_NL": "a newline", "$END": "the end of the file", "NAME": "a name", "STRING": "a string"}
 
 
@@ -252,12 +263,28 @@ def _describe(tok) -> str:
     return f"`{tok.value}`"
 
 
+def _accepted(e) -> set:
+    """The terminals that would really let the parse go on (LALR's expected set also holds lookaheads of
+    merged states, such as `as` or `}` where they cannot follow)."""
+    try:
+        return set(e.interactive_parser.accepts())
+    except Exception:
+        return set(e.expected)
+
+
 def _expected(names) -> str:
     parser = _parser()
-    words = ["an expression"] if names & _EXPR_START else []
-    if words:  # the post-lexer always accepts newlines; inside an expression they are not what is missing
-        names = names - {"_NL"}
-    for n in sorted(names - _EXPR_START):
+    words = []
+    if "FN" in names:  # the start of a statement
+        words.append("a statement")
+        names = names - _STMT_START - _EXPR_START
+    if names & _ATOM_START:
+        words.append("an expression")
+        names = names - _EXPR_START
+    if names & _OPERATORS:
+        words.append("an operator")
+        names = names - _OPERATORS
+    for n in sorted(names):
         if n in _SPELLED:
             words.append(_SPELLED[n])
             continue
@@ -284,7 +311,7 @@ def parse(text: str, file: str = "<input>") -> A.Program:
     except lark.exceptions.UnexpectedToken as e:
         tok = e.token
         span = Span(file, tok.line or 1, tok.column or 1) if tok.type != "$END" else _end(text, file)
-        raise DplError(f"syntax error: unexpected {_describe(tok)}{_expected(set(e.expected))}", span) from None
+        raise DplError(f"syntax error: unexpected {_describe(tok)}{_expected(_accepted(e))}", span) from None
     except lark.exceptions.UnexpectedCharacters as e:
         raise DplError(f"syntax error: unexpected character `{text[e.pos_in_stream]}`",
                        Span(file, e.line, e.column)) from None
@@ -294,7 +321,27 @@ def parse(text: str, file: str = "<input>") -> A.Program:
         if isinstance(e.orig_exc, DplError):
             raise e.orig_exc from None
         raise
+    _check_returns(body, None)
     return A.Program(body, file, Span(file, 1, 1))
+
+
+def _check_returns(body, where) -> None:
+    """`return` belongs in a function and never inside soft control flow (LANGUAGE.md §5), reached or not."""
+    for s in body:
+        if isinstance(s, A.Return) and where != "fn":
+            msg = "`return` outside a function" if where is None else f"`return` is not allowed inside `{where}`"
+            raise DplError(msg, s.span)
+        if isinstance(s, A.FnDef):
+            _check_returns(s.body, "fn")
+        elif isinstance(s, A.ModuleDef):  # its functions
+            _check_returns(s.body, None)
+        elif isinstance(s, (A.If, A.For, A.While)):
+            _check_returns(s.body, where)
+            _check_returns(getattr(s, "orelse", ()), where)
+        elif isinstance(s, A.SoftIf):
+            _check_returns(s.body + s.orelse, "soft if")
+        elif isinstance(s, A.SoftWhile):
+            _check_returns(s.body, "soft while")
 
 
 def _end(text: str, file: str) -> Span:

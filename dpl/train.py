@@ -23,30 +23,35 @@ class Optimizer:
         self.state: dict[str, tuple] = {}
         self.t = 0
 
-    def step(self, params: dict, grads: dict) -> None:
-        xp, h = B.xp, self.h
-        self.t += 1
+    def step(self, params: dict, grads: dict) -> tuple[dict, dict]:
+        """The new parameter values and optimizer state, as new arrays (a value taken before training keeps
+        its value); the caller commits them only if they are finite."""
+        xp, h, t = B.xp, self.h, self.t + 1
+        new, state = {}, {}
         for name, g in grads.items():
             p = params[name]
             if self.kind == "sgd":
                 if h["momentum"]:
                     v = self.state.get(name)
-                    v = g if v is None else h["momentum"] * v + g
-                    self.state[name] = v
-                    g = v
-                p -= h["lr"] * g
+                    g = state[name] = g if v is None else h["momentum"] * v + g
+                new[name] = p - h["lr"] * g
             elif self.kind == "adam":
                 b1, b2 = h["betas"]
                 m, v = self.state.get(name, (0.0, 0.0))
                 m = b1 * m + (1 - b1) * g
                 v = b2 * v + (1 - b2) * g * g
-                self.state[name] = (m, v)
-                p -= h["lr"] * (m / (1 - b1 ** self.t)) / (xp.sqrt(v / (1 - b2 ** self.t)) + h["eps"])
+                state[name] = (m, v)
+                new[name] = p - h["lr"] * (m / (1 - b1 ** t)) / (xp.sqrt(v / (1 - b2 ** t)) + h["eps"])
             else:  # rmsprop
                 v = self.state.get(name, 0.0)
-                v = h["alpha"] * v + (1 - h["alpha"]) * g * g
-                self.state[name] = v
-                p -= h["lr"] * g / (xp.sqrt(v) + h["eps"])
+                v = state[name] = h["alpha"] * v + (1 - h["alpha"]) * g * g
+                new[name] = p - h["lr"] * g / (xp.sqrt(v) + h["eps"])
+        return new, state
+
+    def commit(self, params: dict, new: dict, state: dict) -> None:
+        self.t += 1
+        self.state.update(state)
+        params.update(new)
 
 
 def loss_and_grads(interp, loss_fn, args, span):
@@ -89,6 +94,7 @@ class TrainReport:
         self.steps = 0
         self.seconds = 0.0
         self.losses: list[float] = []
+        self.step_losses: list[float] = []
 
 
 def make_trainer(epochs_override=None, report: TrainReport | None = None, progress=True, on_nonfinite=None):
@@ -110,6 +116,9 @@ def make_trainer(epochs_override=None, report: TrainReport | None = None, progre
         opt_spec = setting("optimizer", None, lambda v: v if isinstance(v, OptimizerSpec) else _bad_optimizer(v))
         opt = Optimizer(opt_spec or adam(lr=0.001))
         epochs = epochs_override if epochs_override is not None else setting("epochs", 1, lambda v: integer(v, "epochs"))
+        if epochs < 0:
+            raise DplError(f"`epochs` cannot be negative, got {epochs}",
+                           settings["epochs"][1] if "epochs" in settings else stmt.span)
         shuffle = setting("shuffle", True, lambda v: _flag(v, "shuffle"))
         seed = setting("seed", interp.seed, lambda v: integer(v, "seed"))
         loss_fn = interp.eval(A.Name(stmt.loss, stmt.span), frame)
@@ -143,16 +152,16 @@ def make_trainer(epochs_override=None, report: TrainReport | None = None, progre
                     args = [v[B.xp.asarray(idx)] for v, _ in data]
                     loss, grads = loss_and_grads(interp, loss_fn, args, stmt.span)
                     report.steps += 1
-                    bad = [name for name, g in grads.items() if not bool(B.xp.isfinite(g).all())]
-                    if not math.isfinite(loss) or bad:
-                        what = f"the loss is {loss}" if not math.isfinite(loss) else \
-                            f"the gradient of `{bad[0]}` is not finite"
+                    new, state = opt.step(interp.params, grads)
+                    what = _nonfinite(loss, grads, new)
+                    if what:
                         if on_nonfinite:
                             on_nonfinite(interp)
                         raise DplError(f"training stopped at epoch {epoch + 1}, step {report.steps}: {what}; "
                                        f"the parameters from the last good step were kept", stmt.span)
-                    opt.step(interp.params, grads)
+                    opt.commit(interp.params, new, state)
                     epoch_losses.append(loss)
+                    report.step_losses.append(loss)
                     report.final_loss = loss
                     bar.advance(loss)
                 report.losses.append(float(np.mean(epoch_losses)))
@@ -163,6 +172,17 @@ def make_trainer(epochs_override=None, report: TrainReport | None = None, progre
 
     trainer.report = report
     return trainer
+
+
+def _nonfinite(loss, grads, new) -> str:
+    """What went non-finite in a step, or '' when the step may be committed."""
+    if not math.isfinite(loss):
+        return f"the loss is {loss}"
+    for what, arrays in (("gradient", grads), ("updated value", new)):
+        for name, a in arrays.items():
+            if not bool(B.xp.isfinite(a).all()):
+                return f"the {what} of `{name}` is not finite"
+    return ""
 
 
 def _bad_optimizer(v):

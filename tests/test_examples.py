@@ -1,0 +1,77 @@
+"""Every examples/*.dpl runs; those with a train block train (shortened) and reduce their loss; the
+cannon example trains in full and lands within 5 cm (README "Set up")."""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.dpl"))
+TRAIN_BLOCK = re.compile(r"^\s*train\s+\w+", re.M)
+
+
+def dpl(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "dpl.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def trains(path: pathlib.Path) -> bool:
+    return TRAIN_BLOCK.search(path.read_text()) is not None
+
+
+def test_examples_are_there():
+    names = {p.name for p in EXAMPLES}
+    assert {"hello.dpl", "taylor_sin.dpl", "cannon.dpl"} <= names
+    assert trains(ROOT / "examples" / "cannon.dpl") and not trains(ROOT / "examples" / "hello.dpl")
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_runs(example, tmp_path):
+    """`dpl run` succeeds, prints something, and writes nothing (train blocks are skipped)."""
+    before = {p.name for p in example.parent.iterdir()}
+    r = dpl("run", example, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+    assert "error" not in r.stderr.lower()
+    assert {p.name for p in example.parent.iterdir()} == before
+    assert not list(tmp_path.iterdir())
+
+
+TRAINING = [p for p in EXAMPLES if trains(p)]
+
+
+@pytest.mark.parametrize("example", TRAINING, ids=[p.stem for p in TRAINING])
+def test_example_trains_shortened(example, tmp_path):
+    """`dpl train --epochs 3` succeeds, saves the parameters and lowers the loss from the first epoch."""
+    out, metrics = tmp_path / "p.npz", tmp_path / "m.json"
+    r = dpl("train", example, "--quiet", "--epochs", "3", "--out", out, "--metrics", metrics, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert out.is_file()
+    m = json.loads(metrics.read_text())
+    assert m["steps"] > 0
+    losses = m.get("epoch_losses")
+    if losses:
+        assert losses[-1] < losses[0]
+
+
+def test_cannon_trains_to_within_5cm(tmp_path):
+    cannon = ROOT / "examples" / "cannon.dpl"
+    untrained = dpl("run", cannon, cwd=tmp_path)
+    assert untrained.returncode == 0, untrained.stderr
+    assert float(untrained.stdout.strip()) > 0.5  # the untrained network misses by far
+    out = tmp_path / "cannon.params.npz"
+    r = dpl("train", cannon, "--quiet", "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1  # only the print; the summary went to stderr
+    error = float(lines[0])
+    assert 0 <= error < 0.05, f"mean landing error {error} m"
+    # the saved parameters give the same landing error under `dpl run --params`
+    again = dpl("run", cannon, "--params", out, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert float(again.stdout.strip()) == error
