@@ -19,13 +19,31 @@ from .interp import Function, Instance, describe_type, kind
 # ---- attention ----------------------------------------------------------------------------
 
 
+def _is_function(v):
+    return isinstance(v, (Function, Instance)) or hasattr(v, "dpl_call")
+
+
 def _scores(interp, span, q, K, score, single):
     """One score per key: [..., T] for a single query, [..., Tq, T] for a block of queries."""
-    if isinstance(score, (Function, Instance)) or hasattr(score, "dpl_call"):
+    if _is_function(score):
         s = interp.call(score, [q, K], {}, span)
         if kind(s) != "f":
             raise DplError(f"the `score` function must return float scores, got {describe_type(s)}")
-        return floats(s)
+        sq, sk = np.shape(raw(q)), np.shape(raw(K))
+        try:
+            want = (np.broadcast_shapes(sq[:-1], sk[:-2]) + sk[-2:-1] if single
+                    else np.broadcast_shapes(sq[:-2], sk[:-2]) + (sq[-2], sk[-2]))
+        except ValueError:
+            raise DplError(f"the batch dimensions of q {list(sq)} and K {list(sk)} do not broadcast") from None
+        try:
+            ok = np.broadcast_shapes(np.shape(raw(s)), want) == want
+        except ValueError:
+            ok = False
+        if not ok:  # a wrong shape would otherwise broadcast silently against the weights or V
+            raise DplError(f"the `score` function must return one score per key, shaped {list(want)}, "
+                           f"got shape {list(np.shape(raw(s)))}")
+        s = floats(s)
+        return s if np.shape(raw(s)) == want else ops.broadcast_to(s, shape=want)
     if score not in ("dot", "scaled_dot", "cosine"):
         raise DplError(f'`score` must be "dot", "scaled_dot", "cosine" or a function, got {describe_type(score)}')
     qb = ops.reshape(q, shape=np.shape(raw(q))[:-1] + (1, np.shape(raw(q))[-1])) if single else q
@@ -72,7 +90,7 @@ def _attention(interp, span, q, K, score, mask):
     if nq < 1 or nk < 2:
         raise DplError(f"attention needs q [..., d] or [..., Tq, d] and K [..., T, d], got shapes "
                        f"{list(np.shape(raw(q)))} and {list(np.shape(raw(K)))}")
-    if np.shape(raw(q))[-1] != np.shape(raw(K))[-1] and not callable(getattr(score, "decl", None)):
+    if np.shape(raw(q))[-1] != np.shape(raw(K))[-1] and not _is_function(score):  # a score fn may mix sizes
         raise DplError(f"the query size {np.shape(raw(q))[-1]} differs from the key size {np.shape(raw(K))[-1]}")
     single = nq < nk
     alpha = masked_softmax(_scores(interp, span, q, K, score, single), mask)
@@ -189,6 +207,13 @@ class _Rhs:
             raise DplError(f"the ODE function must return dy/dt shaped like y, got {describe_type(dy)}")
         dy = floats(dy)
         if np.shape(raw(dy)) != self.shape:
+            try:
+                ok = np.broadcast_shapes(np.shape(raw(dy)), self.shape) == self.shape
+            except ValueError:
+                ok = False
+            if not ok:
+                raise DplError(f"the ODE function must return dy/dt shaped like y {list(self.shape)}, "
+                               f"got shape {list(np.shape(raw(dy)))}")
             dy = ops.broadcast_to(dy, shape=self.shape)
         return dy
 
@@ -206,23 +231,29 @@ def _fixed(rhs, y, t0, t1, steps, method):
 
 
 def _dopri5(rhs, y, t0, t1, steps, rtol, atol, max_steps=100000):
-    """Adaptive Dormand–Prince: step sizes are hard decisions on values; gradients flow through accepted steps."""
+    """Adaptive Dormand–Prince: step sizes are hard decisions on values; gradients flow through accepted steps.
+
+    The steps are chosen as fractions of the interval, and the traced times and
+    step sizes are those fractions of the traced t1 − t0, so y(t1) is
+    differentiable w.r.t. t0 and t1 as well.
+    """
     span_t = float(raw(t1)) - float(raw(t0))
     if span_t == 0:
         return y
+    stretch = ops.div(ops.sub(t1, t0), span_t)  # 1 in value; carries the dependence on t0 and t1
     h = span_t / max(steps, 1)
-    t_done = 0.0  # elapsed fraction is tracked as a float; the traced time is t0 + elapsed
+    t_done = 0.0  # elapsed time is tracked as a float; the traced time is t0 + stretch · elapsed
     taken = 0
     while abs(t_done) < abs(span_t) * (1 - 1e-12):
         if taken > max_steps:
             raise DplError(f"dopri5 took more than {max_steps} steps; loosen rtol/atol")
         h = min(abs(h), abs(span_t - t_done)) * np.sign(span_t)
-        t = ops.add(t0, t_done)
+        t, ht = ops.add(t0, ops.mul(stretch, t_done)), ops.mul(stretch, h)
         ks = [rhs(t, y)]
         for row, ci in zip(_DP_A, _DP_C[1:]):
-            ks.append(rhs(ops.add(t, ci * h), _combo(y, h, row, ks)))
-        y_new = _combo(y, h, _DP_B, ks)
-        err = raw(_combo(0.0, h, _DP_E, ks))
+            ks.append(rhs(ops.add(t, ops.mul(ci, ht)), _combo(y, ht, row, ks)))
+        y_new = _combo(y, ht, _DP_B, ks)
+        err = h * sum(e * raw(k) for e, k in zip(_DP_E, ks) if e)  # on values: no nodes for the estimate
         scale = atol + rtol * np.maximum(np.abs(B.to_host(raw(y))), np.abs(B.to_host(raw(y_new))))
         ratio = float(np.sqrt(np.mean((np.asarray(B.to_host(err)) / scale) ** 2))) if np.size(scale) else 0.0
         taken += 1
@@ -247,6 +278,9 @@ def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol
     rhs = _Rhs(interp, span, f, np.shape(raw(y0)))
 
     def solve(y, a, b):
+        if float(raw(a)) == float(raw(b)):
+            # an empty interval: y itself in value, with the first-order dependence on a and b kept
+            return ops.add(y, ops.mul(ops.sub(b, a), rhs(a, y)))
         if method == "dopri5":
             return _dopri5(rhs, y, a, b, steps, float(raw(floats(rtol))), float(raw(floats(atol))))
         return _fixed(rhs, y, a, b, steps, method)
@@ -258,7 +292,7 @@ def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol
         raise DplError(f"`ts` must be a 1-d grid of times, got {describe_type(ts)}")
     ys, y = [], y0
     prev = ops.index(grid, key=(0,))
-    y = solve(y, t0, prev) if float(raw(prev)) != float(raw(t0)) else y
+    y = solve(y, t0, prev)
     ys.append(y)
     for i in range(1, np.shape(raw(grid))[0]):
         cur = ops.index(grid, key=(i,))
@@ -282,9 +316,11 @@ class Sparse:
         return self.matrix.shape
 
     @property
-    def T(self):
+    def T(self) -> "Sparse":
+        """The transpose, built once; its own transpose is this matrix again."""
         if self._t is None:
-            self._t = self.matrix.T.tocsr()
+            self._t = Sparse(self.matrix.T.tocsr())
+            self._t._t = self
         return self._t
 
     def describe(self):
@@ -299,8 +335,8 @@ def _sparse_module():
     return sp
 
 
-spmm = ops.defop("spmm", [lambda g, ans, x, A: spmm(g, A=A.T if isinstance(A, Sparse) else A)])(
-    lambda x, A: B.xp.asarray((A.matrix if isinstance(A, Sparse) else A) @ x))
+# the adjoint of A @ x is Aᵀ @ g: an spmm again, so the backward pass differentiates too (A is always a Sparse)
+spmm = ops.defop("spmm", [lambda g, ans, x, A: spmm(g, A=A.T)])(lambda x, A: B.xp.asarray(A.matrix @ x))
 
 
 def sparse_matmul(A: Sparse, X):
