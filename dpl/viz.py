@@ -1,0 +1,554 @@
+"""Seeing inside a run: the recorded DAG as DOT, networkx JSON, a zoomable HTML page or the ⟨n, l, E, f, α⟩
+tuple; heatmaps of attention weights; training curves.
+
+`record` traces one call like `Program.trace` and also notes which DPL function call recorded each node. It
+does so by wrapping `call_function` on that one interpreter instance while the recording runs: every node
+appended to the trace between a call's entry and exit (and not claimed by a call nested in it) belongs to that
+call. Nothing else in DPL changes, so the bookkeeping costs nothing when no one is looking.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import backend as B
+from . import graph as G
+from .errors import SOURCES, DplError, Span
+from .graph import Graph, Trace, raw
+
+RENDERED = (".svg", ".png", ".pdf")
+INSTALL_DOT = ("Graphviz's `dot` program is not installed; install it with `apt install graphviz` (Debian/Ubuntu) "
+               "or `brew install graphviz` (macOS); .dot, .json and .html output work without it")
+
+
+# ---- recording a call, with the DPL call that made each node ------------------------------------------
+
+@dataclass
+class Call:
+    id: int
+    name: str
+    span: Span | None  # the call site
+    parent: int        # 0: none (the traced call itself is call 1)
+
+
+@dataclass
+class Recording:
+    graph: Graph
+    calls: dict        # id -> Call
+    owner: dict        # node id -> id of the innermost DPL call that recorded it (0 for inputs)
+    n_args: int        # inputs 1..n_args are the call's arguments; the rest of 1..l are parameters
+
+
+def record(prog, fn_name: str, *args) -> Recording:
+    """Trace `fn_name(*args)`: the Graph plus the DPL function call behind every node."""
+    interp = prog.interp
+    f = prog.function(fn_name)
+    fdef = f.fns.get("call") if hasattr(f, "fns") else getattr(f, "decl", None)  # a module instance: its call
+    names = list(getattr(fdef, "params", ()))
+    G.set_span(None)
+    trace = Trace()
+    boxed = [trace.input(a, names[i] if i < len(names) else f"arg{i}") for i, a in enumerate(prog._args(args))]
+    calls, owner, stack, seen = {}, {}, [], [0]
+
+    def flush():  # nodes recorded since the last call boundary belong to the innermost open call
+        for node in trace.nodes[seen[0]:]:
+            owner[node] = stack[-1] if stack else 0
+        seen[0] = len(trace.nodes)
+
+    had, inner = "call_function" in vars(interp), interp.call_function
+
+    def call_function(fn, fargs, kwargs, span):
+        flush()
+        cid = len(calls) + 1
+        calls[cid] = Call(cid, fn.name, span, stack[-1] if stack else 0)
+        stack.append(cid)
+        try:
+            return inner(fn, fargs, kwargs, span)
+        finally:
+            flush()
+            stack.pop()
+
+    interp.call_function = call_function
+    try:
+        with interp.tracing_params(trace):
+            out = interp.call(f, boxed, {}, None)
+    finally:
+        if had:
+            interp.call_function = inner
+        else:
+            del interp.call_function
+    flush()
+    g = Graph(trace, out if isinstance(out, tuple) else (out,))
+    return Recording(g, calls, {node.id: owner.get(node, 0) for node in g.nodes}, len(boxed))
+
+
+# ---- describing nodes ------------------------------------------------------------------------------------
+
+def _shape(v) -> str:
+    return str(list(np.shape(raw(v))))
+
+
+def source_line(span: Span | None) -> str:
+    """`file:line: source text` of a span ('' when unknown)."""
+    if span is None:
+        return ""
+    lines = SOURCES.get(span.file, "").splitlines()
+    text = lines[span.line - 1].strip() if 1 <= span.line <= len(lines) else ""
+    return f"{Path(span.file).name}:{span.line}: {text}"
+
+
+def stats(v) -> str:
+    r = raw(v)
+    if getattr(r, "dtype", None) is None:
+        return ""
+    a = np.asarray(B.to_host(r), dtype=np.float64)
+    if a.size == 0:
+        return "empty"
+    return f"min {a.min():.6g}  max {a.max():.6g}  mean {a.mean():.6g}"
+
+
+def _kind(rec: Recording, i: int) -> str:
+    node = rec.graph.nodes[i - 1]
+    return "op" if node.op is not None else "arg" if i <= rec.n_args else "param"
+
+
+def _top(rec: Recording, cid: int) -> int:
+    """The outermost call below the traced call that contains call `cid` (0 if none)."""
+    while cid and rec.calls[cid].parent > 1:
+        cid = rec.calls[cid].parent
+    return cid if cid > 1 else 0
+
+
+@dataclass
+class Item:
+    """One box of the picture: a node, or (with collapse) a whole call."""
+    id: str
+    lines: list
+    kind: str      # arg, param, op, call
+    tooltip: str
+    call: int      # the call cluster it sits in (0, 1: none)
+    output: bool = False
+    count: int = 0     # nodes folded into a call box
+
+
+def display(rec: Recording, collapse: bool = False):
+    """The boxes and edges to draw: every node, or with `collapse` each call below the traced one as one box."""
+    g = rec.graph
+    items, where = {}, {}
+    for node in g.nodes:
+        i, kind = node.id, _kind(rec, node.id)
+        top = _top(rec, rec.owner[i]) if collapse else 0
+        if top:
+            where[i] = f"c{top}"
+            box = items.get(where[i])
+            if box is None:
+                c = rec.calls[top]
+                box = items[where[i]] = Item(where[i], [f"{c.name}(…)", ""], "call", source_line(c.span), 0)
+            box.count += 1
+            box.lines[1] = f"{box.count} op{'s' * (box.count != 1)}"
+            continue
+        where[i] = f"n{i}"
+        if kind == "op":
+            label, tip = g.op(i), source_line(node.span)
+        else:
+            label = node.name or f"input {i}"
+            tip = f"{'argument' if kind == 'arg' else 'parameter'} {label}" + \
+                (f" · {source_line(node.span)}" if node.span else "")
+        items[where[i]] = Item(where[i], [label, _shape(node.value)], kind, tip, rec.owner[i])
+    for i in g.outputs:
+        items[where[i]].output = True
+    edges = list(dict.fromkeys((where[a], where[b]) for a, b in g.E if where[a] != where[b]))
+    return list(items.values()), edges
+
+
+# ---- DOT ---------------------------------------------------------------------------------------------------
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+_FILL = {"arg": "#ffd8a8", "param": "#a5d8ff", "op": "#ffffff", "call": "#e9ecef"}
+
+
+def _dot_node(it: Item) -> str:
+    attrs = {"label": "\n".join(it.lines), "tooltip": it.tooltip or it.lines[0], "fillcolor": _FILL[it.kind]}
+    if it.kind in ("arg", "param"):
+        attrs["shape"] = "ellipse"
+    if it.kind == "call":
+        attrs["shape"] = "box3d"
+    extra = ", peripheries=2" if it.output else ""
+    return f"{it.id} [" + ", ".join(f"{k}={_q(v)}" for k, v in attrs.items()) + extra + "];"
+
+
+def to_dot(rec: Recording, collapse: bool = False) -> str:
+    """Graphviz source: inputs as coloured ellipses (arguments orange, parameters blue), outputs doubly framed,
+    nodes clustered by the DPL call that recorded them, tooltips with the source line."""
+    items, edges = display(rec, collapse)
+    out = ["digraph dpl {",
+           '  graph [rankdir=TB, fontname="Helvetica", fontsize=10];',
+           '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+           '  edge [color="#555555", arrowsize=0.6];']
+    inside: dict[int, list] = {}
+    used = set()  # calls that hold a node, with their ancestors: only those get a cluster
+    for it in items:
+        inside.setdefault(it.call if it.call > 1 else 0, []).append(it)
+        c = it.call
+        while c > 1 and c not in used:
+            used.add(c)
+            c = rec.calls[c].parent
+    children: dict[int, list] = {}
+    for c in rec.calls.values():
+        if c.id in used:
+            children.setdefault(c.parent if c.parent > 1 else 0, []).append(c.id)
+
+    def emit(cid, depth):
+        pad = "  " * depth
+        out.extend(pad + _dot_node(it) for it in inside.get(cid, []))
+        for kid in children.get(cid, []):
+            c = rec.calls[kid]
+            where = f"  {Path(c.span.file).name}:{c.span.line}" if c.span else ""
+            out.append(f"{pad}subgraph cluster_{kid} {{")
+            out.append(f'{pad}  label={_q(c.name + where)}; style="rounded,filled"; '
+                       f'fillcolor="{"#f1f3f5" if depth % 2 else "#f8f9fa"}"; color="#adb5bd";')
+            emit(kid, depth + 1)
+            out.append(f"{pad}}}")
+
+    emit(0, 1)
+    out.extend(f"  {a} -> {b};" for a, b in edges)
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def find_dot() -> str | None:
+    return shutil.which("dot")
+
+
+def render(dot_source: str, fmt: str) -> bytes:
+    """Run Graphviz's `dot -T<fmt>`; a DplError saying how to install it when it is missing."""
+    exe = find_dot()
+    if exe is None:
+        raise DplError(f"cannot render .{fmt}: {INSTALL_DOT}")
+    r = subprocess.run([exe, f"-T{fmt}"], input=dot_source.encode(), capture_output=True)
+    if r.returncode != 0:
+        raise DplError(f"dot failed: {r.stderr.decode(errors='replace').strip()}")
+    return r.stdout
+
+
+# ---- text and JSON ------------------------------------------------------------------------------------------
+
+def _brief(v) -> str:
+    """A constant or attribute for the tuple text: small arrays by value, large ones by shape."""
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_brief(x) for x in v) + ")"
+    if isinstance(v, slice):
+        return ":".join("" if x is None else str(x) for x in (v.start, v.stop, v.step)).removesuffix(":")
+    r = raw(v)
+    if getattr(r, "dtype", None) is None:
+        return repr(v)
+    a = np.asarray(B.to_host(r))
+    return str(a.tolist()) if a.size <= 4 else f"const{list(a.shape)}"
+
+
+def _alpha(node) -> str:
+    """α_i: the parents' values by number, constants by value (or shape when large), then the attributes."""
+    parents = {pos: p.id for pos, p in node.parents}
+    parts = [f"v{parents[pos]}" if pos in parents else _brief(a) for pos, a in enumerate(node.args)]
+    parts += [f"{k}={_brief(v)}" for k, v in node.attrs.items()]
+    return "(" + ", ".join(parts) + ")"
+
+
+def to_tuple_text(rec: Recording) -> str:
+    """⟨n, l, E, f, α⟩ as text: one line per node with f_i, α_i and the shape of v_i."""
+    g = rec.graph
+    lines = [f"n = {g.n}", f"l = {g.l}", "E = {" + ", ".join(f"({a}, {b})" for a, b in g.E) + "}", ""]
+    for node in g.nodes:
+        i = node.id
+        where = f"  @ {node.span.line}:{node.span.col}" if node.span else ""
+        if node.op is None:
+            lines.append(f"{i:>4}  input  {_kind(rec, i)} {node.name}  v: {_shape(node.value)}{where}")
+        else:
+            lines.append(f"{i:>4}  f = {g.op(i)}  α = {_alpha(node)}  v: {_shape(node.value)}{where}")
+    if g.outputs:
+        lines.append("outputs: " + ", ".join(map(str, g.outputs)))
+    return "\n".join(lines) + "\n"
+
+
+def to_networkx(rec: Recording):
+    """Graph.to_networkx plus each node's kind (arg/param/op), DPL call and source line text."""
+    nxg = rec.graph.to_networkx()
+    for node in rec.graph.nodes:
+        c = rec.calls.get(rec.owner[node.id])
+        nxg.nodes[node.id].update(kind=_kind(rec, node.id), call=c.name if c else "", source=source_line(node.span))
+    return nxg
+
+
+def node_link(nxg) -> dict:
+    import networkx as nx
+    try:
+        return nx.node_link_data(nxg, edges="edges")
+    except TypeError:  # networkx < 3.4 calls them "links"
+        return nx.node_link_data(nxg)
+
+
+def to_json(rec: Recording) -> str:
+    return json.dumps(node_link(to_networkx(rec)), indent=1)
+
+
+# ---- HTML ------------------------------------------------------------------------------------------------
+
+def layered_svg(rec: Recording, collapse: bool = False) -> str:
+    """A plain SVG drawing when `dot` is missing: layer = longest path from the inputs, boxes left to right."""
+    items, edges = display(rec, collapse)
+    layer, changed = {it.id: 0 for it in items}, True
+    while changed:  # longest paths; edges mostly come in node order, so this settles in a pass or two
+        changed = False
+        for a, b in edges:
+            if layer[b] <= layer[a]:
+                layer[b], changed = layer[a] + 1, True
+    rows: dict[int, list] = {}
+    for it in items:
+        rows.setdefault(layer[it.id], []).append(it)
+    w, h, gx, gy = 130, 38, 20, 42
+    pos = {it.id: (gx + k * (w + gx), gy + r * (h + gy)) for r, row in rows.items() for k, it in enumerate(row)}
+    width = gx + max(len(row) for row in rows.values()) * (w + gx) if rows else 100
+    height = gy + len(rows) * (h + gy)
+    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-family="Helvetica" '
+           f'font-size="11"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" '
+           f'markerHeight="6" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
+    for a, b in edges:
+        (xa, ya), (xb, yb) = pos[a], pos[b]
+        out.append(f'<line x1="{xa + w / 2}" y1="{ya + h}" x2="{xb + w / 2}" y2="{yb}" stroke="#555" '
+                   f'marker-end="url(#arrow)"/>')
+    for it in items:
+        x, y = pos[it.id]
+        rx = h / 2 if it.kind in ("arg", "param") else 6
+        stroke = 'stroke-width="3"' if it.output else 'stroke-width="1"'
+        out.append(f'<g class="node" id="{it.id}"><title>{it.id}</title>'
+                   f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="{rx}" fill="{_FILL[it.kind]}" '
+                   f'stroke="#333" {stroke}/>'
+                   f'<text x="{x + w / 2}" y="{y + 16}" text-anchor="middle">{html.escape(it.lines[0][:22])}</text>'
+                   f'<text x="{x + w / 2}" y="{y + 30}" text-anchor="middle" fill="#555">'
+                   f'{html.escape(it.lines[1][:22])}</text></g>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+_SCRIPT = """
+const info = JSON.parse(document.getElementById('info').textContent);
+const view = document.getElementById('view'), tip = document.getElementById('tip');
+const svg = view.querySelector('svg');
+svg.removeAttribute('width'); svg.removeAttribute('height');
+svg.style.width = '100%'; svg.style.height = '100%';
+let vb = svg.getAttribute('viewBox').split(/[ ,]+/).map(Number), drag = null;
+const show = () => svg.setAttribute('viewBox', vb.join(' '));
+function toSvg(e) {  // the mouse in drawing units, and drawing units per screen pixel
+  const m = svg.getScreenCTM && svg.getScreenCTM();
+  if (m) {
+    const p = new DOMPoint(e.clientX, e.clientY).matrixTransform(m.inverse());
+    return {x: p.x, y: p.y, s: 1 / m.a};
+  }
+  const r = svg.getBoundingClientRect(), s = Math.max(vb[2] / (r.width || 1), vb[3] / (r.height || 1));
+  return {x: vb[0] + (e.clientX - r.left) * s, y: vb[1] + (e.clientY - r.top) * s, s: s};
+}
+view.addEventListener('wheel', e => {
+  e.preventDefault();
+  const p = toSvg(e), k = e.deltaY < 0 ? 0.85 : 1 / 0.85;
+  vb = [p.x - (p.x - vb[0]) * k, p.y - (p.y - vb[1]) * k, vb[2] * k, vb[3] * k];
+  show();
+}, {passive: false});
+view.addEventListener('mousedown', e => { drag = {x: e.clientX, y: e.clientY}; view.style.cursor = 'grabbing'; });
+window.addEventListener('mouseup', () => { drag = null; view.style.cursor = 'grab'; });
+window.addEventListener('mousemove', e => {
+  if (drag) {
+    const s = toSvg(e).s;
+    vb[0] -= (e.clientX - drag.x) * s; vb[1] -= (e.clientY - drag.y) * s; drag = {x: e.clientX, y: e.clientY};
+    show();
+  }
+  const g = e.target.closest && e.target.closest('g.node'), t = g && g.querySelector('title');
+  const d = t && info[t.textContent.trim()];
+  if (!d) { tip.style.display = 'none'; return; }
+  tip.textContent = d;
+  tip.style.display = 'block'; tip.style.left = (e.clientX + 14) + 'px'; tip.style.top = (e.clientY + 14) + 'px';
+});
+"""
+
+
+def to_html(rec: Recording, collapse: bool = False, title: str = "dpl graph") -> str:
+    """One self-contained page: the drawing inline (dot's SVG, or `layered_svg` without dot), zoom with the wheel,
+    pan by dragging, and op, shape, value statistics and source line of each node on hover."""
+    items, _ = display(rec, collapse)
+    if find_dot():
+        svg = render(to_dot(rec, collapse), "svg").decode()
+        svg = svg[svg.index("<svg"):]
+        svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)  # inline SVG in HTML needs no namespace URLs
+        svg = re.sub(r'<a xlink:title="[^"]*">|</a>', "", svg)  # our hover box replaces dot's tooltips
+    else:
+        svg = layered_svg(rec, collapse)
+    info = {}
+    for it in items:
+        if it.id.startswith("n"):
+            node = rec.graph.nodes[int(it.id[1:]) - 1]
+            call = rec.calls.get(rec.owner[node.id])
+            head = f"%{node.id}  {rec.graph.op(node.id)}" + (f" {node.name}" if node.op is None else "")
+            info[it.id] = "\n".join(x for x in (head, f"shape {_shape(node.value)}", stats(node.value),
+                                                source_line(node.span),
+                                                f"in {call.name}" if call and call.id > 1 else "") if x)
+        else:
+            info[it.id] = "\n".join(it.lines + [it.tooltip])
+    data = json.dumps(info).replace("</", "<\\/")
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+html, body {{ margin: 0; height: 100%; font-family: Helvetica, Arial, sans-serif; }}
+#bar {{ padding: 6px 10px; font-size: 13px; background: #f1f3f5; border-bottom: 1px solid #ccc; }}
+#view {{ position: absolute; top: 30px; bottom: 0; left: 0; right: 0; overflow: hidden; cursor: grab; }}
+#tip {{ position: fixed; display: none; white-space: pre; background: #fffbe6; border: 1px solid #999;
+        padding: 6px 8px; font: 12px monospace; pointer-events: none; box-shadow: 2px 2px 6px #aaa; }}
+</style></head><body>
+<div id="bar">{html.escape(title)} — n = {rec.graph.n}, l = {rec.graph.l}, |E| = {len(rec.graph.E)}
+ · wheel to zoom, drag to pan, hover a node for its values</div>
+<div id="view">
+{svg}
+</div>
+<div id="tip"></div>
+<script type="application/json" id="info">{data}</script>
+<script>{_SCRIPT}</script>
+</body></html>
+"""
+
+
+def write_graph(rec: Recording, out: str, collapse: bool = False, title: str = "dpl graph") -> None:
+    """Write the drawing to `out`, the format taken from its extension."""
+    ext = Path(out).suffix.lower()
+    if ext in RENDERED:
+        data = render(to_dot(rec, collapse), ext[1:])
+    elif ext in (".dot", ".gv"):
+        data = to_dot(rec, collapse).encode()
+    elif ext == ".json":
+        data = to_json(rec).encode()
+    elif ext in (".html", ".htm"):
+        data = to_html(rec, collapse, title).encode()
+    else:
+        raise DplError(f"`-o {out}`: the output format comes from the extension: .svg, .png, .pdf, .dot, .json "
+                       f"or .html")
+    Path(out).write_bytes(data)
+
+
+# ---- attention and training curves (matplotlib, no pyplot: nothing global is touched) ----------------------
+
+def _figure(w, h):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(w, h), dpi=100, layout="constrained")
+
+
+def attention_heatmaps(log, out, limit: int = 24) -> int:
+    """One heatmap (query × key) per attend/attention call in `log` [(span, weights)], titled FILE:LINE.
+    Weights with batch dimensions give one panel per batch entry. Returns the number of panels drawn."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+    panels = []
+    for span, alpha in log:
+        a = np.asarray(B.to_host(alpha), dtype=np.float64)
+        a = a.reshape((-1,) + a.shape[-2:]) if a.ndim >= 2 else a.reshape(1, 1, -1)
+        where = f"{Path(span.file).name}:{span.line}" if span else "?"
+        for b in range(a.shape[0]):
+            panels.append((where + (f" [{b}]" if a.shape[0] > 1 else ""), a[b]))
+    if not panels:
+        raise DplError("the call made no attend/attention calls, so there are no weights to draw")
+    if len(panels) > limit:
+        print(f"dpl: drawing the first {limit} of {len(panels)} attention maps", file=sys.stderr)
+        panels = panels[:limit]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = _figure(3.6 * cols, 3.0 * rows)
+    for k, (title, a) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        im = ax.imshow(a, cmap="viridis", vmin=0.0, vmax=max(1e-12, float(a.max())), aspect="auto",
+                       interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("key")
+        ax.set_ylabel("query")
+        for axis, size in ((ax.yaxis, a.shape[0]), (ax.xaxis, a.shape[1])):
+            axis.set_major_locator(FixedLocator(range(size)) if size <= 16 else MaxNLocator(integer=True))
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.savefig(out)
+    return len(panels)
+
+
+def plot_losses(report, out) -> None:
+    """The training curve of a TrainReport: the loss of every step and the mean of every epoch."""
+    steps = list(getattr(report, "step_losses", []))
+    epochs = list(report.losses)
+    if not steps and not epochs:
+        raise DplError("nothing was trained (no train block ran), so there is no loss curve to plot")
+    fig = _figure(7, 4)
+    ax = fig.add_subplot()
+    if steps:
+        ax.plot(np.arange(1, len(steps) + 1), steps, color="#74c0fc", lw=1, label="step loss")
+    per = len(steps) / len(epochs) if steps and epochs else 1
+    ax.plot(per * np.arange(1, len(epochs) + 1), epochs, "o-", color="#1864ab", ms=3, lw=1.5, label="epoch mean")
+    values = np.asarray(steps or epochs, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size and values.min() > 0 and values.max() / values.min() > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(out)
+
+
+# ---- the commands ----------------------------------------------------------------------------------------
+
+def call_arguments(interp, exprs) -> list:
+    """Each `--args` text parsed as one DPL expression and evaluated in the program's top-level scope."""
+    from . import ast as A
+    from .parser import parse
+    values = []
+    for k, text in enumerate(exprs):
+        prog = parse(text, f"<--args {k + 1}>")
+        if len(prog.body) != 1 or not isinstance(prog.body[0], A.ExprStmt):
+            raise DplError(f"`--args` takes one DPL expression per argument, got `{text}`")
+        values.append(interp.eval(prog.body[0].expr, interp.top))
+    return values
+
+
+def inspect_command(args, path: Path, loaded) -> int:
+    """`dpl graph`, `dpl gradcheck`, `dpl attention`: load the program (top-level `print` goes to stderr, so
+    stdout holds only what the command prints), evaluate `--args`, then look at one call."""
+    from . import Program
+    from .interp import Interpreter
+    interp = Interpreter(mode="run", seed=args.seed, stdout=sys.stderr, loaded_params=loaded)
+    interp.run_file(path)
+    prog = Program(interp)
+    prog.function(args.fn)  # a clear error before anything else
+    call_args = call_arguments(interp, args.args)
+    if args.command == "gradcheck":
+        from .gradcheck import gradcheck_command
+        return gradcheck_command(prog, args.fn, call_args, args.tol)
+    if args.command == "attention":
+        interp.attention_log.clear()
+        prog.call(args.fn, *call_args)
+        out = args.out or path.with_name(path.stem + ".attention.png")
+        n = attention_heatmaps(interp.attention_log, out)
+        print(f"{n} attention map{'s' * (n != 1)} written to {out}", file=sys.stderr)
+        return 0
+    rec = record(prog, args.fn, *call_args)
+    if args.format == "tuple" or not args.out:
+        text = to_tuple_text(rec) if args.format == "tuple" else to_dot(rec, args.collapse)
+        if not args.out:
+            sys.stdout.write(text)
+            return 0
+        Path(args.out).write_text(text)
+    else:
+        write_graph(rec, args.out, args.collapse, f"{path.name}: {args.fn}")
+    print(f"graph of {args.fn}: {rec.graph.n} nodes, {len(rec.graph.E)} edges, written to {args.out}",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,279 @@
+"""`dpl graph` (DOT golden file, networkx JSON, SVG via Graphviz, self-contained HTML, the tuple text,
+clusters by DPL call, --collapse), `dpl attention` heatmaps and `dpl train --plot`."""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shutil
+
+import networkx as nx
+import pytest
+
+import dpl
+from dpl import viz
+from dpl.cli import main
+
+GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
+PNG = b"\x89PNG\r\n\x1a\n"
+HAS_DOT = shutil.which("dot") is not None
+
+SMALL = """\
+param W: [2, 3] ~ glorot
+param b: [3] ~ zeros
+fn layer(x) = tanh(x @ W + b)
+fn f(x) {
+    h = layer(x)
+    return sum(h ^ 2)
+}
+"""
+
+# inner is called twice from outer, outer once from f: clusters nest and repeat.
+NESTED = """\
+fn inner(x) = exp(x) * 2.0
+fn outer(x) = inner(x) + inner(x * x)
+fn f(x) = sum(outer(x) - x)
+"""
+
+
+@pytest.fixture
+def small(tmp_path):
+    p = tmp_path / "small.dpl"
+    p.write_text(SMALL)
+    return p
+
+
+def graph_cli(path, *extra):
+    return main(["graph", str(path), "--fn", "f", "--args", "[[1.0, 2.0]]", *map(str, extra)])
+
+
+def json_graph(text: str) -> nx.DiGraph:
+    data = json.loads(text)
+    try:
+        return nx.node_link_graph(data, edges="edges")
+    except TypeError:  # networkx < 3.4
+        return nx.node_link_graph(data)
+
+
+# ---- DOT ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("collapse, golden", [(False, "graph_small.dot"), (True, "graph_small_collapse.dot")])
+def test_dot_matches_golden_file(small, tmp_path, collapse, golden):
+    out = tmp_path / "g.dot"
+    assert graph_cli(small, "-o", out, *(["--collapse"] if collapse else [])) == 0
+    assert out.read_text() == (GOLDEN / golden).read_text()
+
+
+def test_dot_without_o_goes_to_stdout(small, capsys):
+    assert graph_cli(small) == 0
+    out = capsys.readouterr().out
+    assert out == (GOLDEN / "graph_small.dot").read_text()
+
+
+def test_clusters_follow_dpl_calls(tmp_path):
+    p = tmp_path / "nested.dpl"
+    p.write_text(NESTED)
+    rec = viz.record(dpl.load(p), "f", [1.0, 2.0])
+    g = rec.graph
+    names = {i: rec.calls[rec.owner[i]].name if rec.owner[i] else "" for i in range(1, g.n + 1)}
+    by_op = {}
+    for i in range(g.l + 1, g.n + 1):
+        by_op.setdefault(g.op(i), []).append(names[i])
+    assert by_op["exp"] == ["inner", "inner"] and by_op["add"] == ["outer"] and by_op["sum"] == ["f"]
+    inner_calls = [c for c in rec.calls.values() if c.name == "inner"]
+    assert len(inner_calls) == 2 and all(rec.calls[c.parent].name == "outer" for c in inner_calls)
+    dot = viz.to_dot(rec)
+    # both inner clusters sit inside the outer one; f (the traced call) is not boxed
+    outer = next(c.id for c in rec.calls.values() if c.name == "outer")
+    block = dot[dot.index(f"subgraph cluster_{outer} "):]
+    for c in inner_calls:
+        assert block.index(f"subgraph cluster_{c.id} ") < block.index("\n  }")
+    assert "cluster_1 " not in dot
+
+
+def test_record_leaves_the_interpreter_as_it_was(tmp_path):
+    p = tmp_path / "nested.dpl"
+    p.write_text(NESTED + "fn bad(x) = x @ [1.0, 2.0, 3.0]\n")
+    prog = dpl.load(p)
+    viz.record(prog, "f", [1.0])
+    assert "call_function" not in vars(prog.interp)
+    with pytest.raises(dpl.DplError):
+        viz.record(prog, "bad", [[1.0, 2.0]])
+    assert "call_function" not in vars(prog.interp)
+    assert prog.call("f", [0.0]) == pytest.approx(2.0 + 2.0)
+
+
+def test_collapse_folds_each_call(tmp_path):
+    p = tmp_path / "nested.dpl"
+    p.write_text(NESTED)
+    rec = viz.record(dpl.load(p), "f", [1.0, 2.0])
+    items, edges = viz.display(rec, collapse=True)
+    boxes = [it for it in items if it.kind == "call"]
+    assert [b.lines for b in boxes] == [["outer(…)", "6 ops"]]  # inner: exp, mul (twice); outer: mul, add
+    assert {it.lines[0] for it in items if it.kind == "op"} == {"sub", "sum"}
+    assert ("n1", boxes[0].id) in edges
+
+
+# ---- the tuple, JSON ---------------------------------------------------------------------------------
+
+
+def test_format_tuple(small, capsys):
+    assert graph_cli(small, "--format", "tuple") == 0
+    out = capsys.readouterr().out
+    g = viz.record(dpl.load(small), "f", [[1.0, 2.0]]).graph
+    assert out.startswith(f"n = {g.n}\nl = {g.l}\nE = {{" + ", ".join(f"({a}, {b})" for a, b in g.E) + "}\n")
+    assert "f = matmul  α = (v1, v2)  v: [1, 3]" in out
+    assert "f = pow  α = (v6, 2.0)" in out  # a constant shows its value
+
+
+def test_json_round_trips_through_networkx(small, tmp_path):
+    out = tmp_path / "g.json"
+    assert graph_cli(small, "-o", out) == 0
+    back = json_graph(out.read_text())
+    g = viz.record(dpl.load(small), "f", [[1.0, 2.0]]).graph
+    assert back.graph["n"] == g.n == back.number_of_nodes() == 8
+    assert back.graph["l"] == g.l == 3
+    assert set(back.edges) == set(g.E)
+    assert back.nodes[4]["op"] == "matmul" and back.nodes[4]["shape"] == [1, 3] and back.nodes[4]["line"] == 3
+    assert back.nodes[4]["call"] == "layer" and "tanh(x @ W + b)" in back.nodes[4]["source"]
+    assert [back.nodes[i]["kind"] for i in (1, 2, 3)] == ["arg", "param", "param"]
+
+
+# ---- rendering -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` is not installed")
+def test_svg_through_dot(small, tmp_path):
+    out = tmp_path / "g.svg"
+    assert graph_cli(small, "-o", out) == 0
+    svg = out.read_text()
+    assert "<svg" in svg
+    assert all(f"<title>n{i}</title>" in svg for i in range(1, 9))
+    assert "<title>cluster_2</title>" in svg
+
+
+def test_missing_dot_says_how_to_install(small, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(viz, "find_dot", lambda: None)
+    assert graph_cli(small, "-o", tmp_path / "g.svg") == 1
+    err = capsys.readouterr().err
+    assert "apt install graphviz" in err and "brew install graphviz" in err
+    assert not (tmp_path / "g.svg").exists()
+    assert graph_cli(small, "-o", tmp_path / "g.dot") == 0 and graph_cli(small, "-o", tmp_path / "g.json") == 0
+
+
+def test_unknown_extension(small, tmp_path, capsys):
+    assert graph_cli(small, "-o", tmp_path / "g.bmp") == 1
+    assert ".svg, .png, .pdf, .dot, .json or .html" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("with_dot", [pytest.param(True, marks=pytest.mark.skipif(not HAS_DOT, reason="no dot")),
+                                      False])
+def test_html_is_self_contained_and_holds_every_node(small, tmp_path, monkeypatch, with_dot):
+    if not with_dot:
+        monkeypatch.setattr(viz, "find_dot", lambda: None)
+    out = tmp_path / "g.html"
+    assert graph_cli(small, "-o", out) == 0
+    page = out.read_text()
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!#)""", page)  # nothing loaded from anywhere
+    assert all(f"<title>n{i}</title>" in page for i in range(1, 9))
+    info = json.loads(re.search(r'<script type="application/json" id="info">(.*?)</script>', page, re.S).group(1))
+    assert sorted(info) == sorted(f"n{i}" for i in range(1, 9))
+    assert "matmul" in info["n4"] and "[1, 3]" in info["n4"] and "min " in info["n4"] and "mean " in info["n4"]
+    assert "small.dpl:3: fn layer(x) = tanh(x @ W + b)" in info["n4"]
+    assert "addEventListener('wheel'" in page  # zoom; pan and hover share the mousemove handler
+
+
+def test_html_collapsed_without_dot(small, tmp_path, monkeypatch):
+    monkeypatch.setattr(viz, "find_dot", lambda: None)
+    out = tmp_path / "g.html"
+    assert graph_cli(small, "-o", out, "--collapse") == 0
+    page = out.read_text()
+    assert "<title>c2</title>" in page and "<title>n4</title>" not in page
+
+
+def test_args_must_be_single_expressions(small, capsys):
+    assert main(["graph", str(small), "--fn", "f", "--args", "x = 1"]) == 1
+    assert "one DPL expression per argument" in capsys.readouterr().err
+    assert main(["graph", str(small), "--fn", "nope"]) == 1
+    assert "no function `nope`" in capsys.readouterr().err
+
+
+def test_args_see_the_top_level(tmp_path, capsys):
+    p = tmp_path / "t.dpl"
+    p.write_text(SMALL + "xs = [[3.0, 4.0], [5.0, 6.0]]\nprint(1.5)\n")
+    assert main(["graph", str(p), "--fn", "f", "--args", "xs[0:1] * 2", "--format", "tuple"]) == 0
+    out, err = capsys.readouterr()
+    assert "input  arg x  v: [1, 2]" in out
+    assert "1.5" not in out and "1.5" in err  # the program's print goes to stderr
+
+
+# ---- attention and training curves ------------------------------------------------------------------------
+
+ATTN = """\
+K = normal(0, 1, [5, 4])
+V = normal(0, 1, [5, 3])
+fn f(Q) {
+    a = attend(Q, K, V, score = "scaled_dot")
+    w = attention(Q[0], K)
+    return sum(a) + sum(w)
+}
+fn g(x) = x * 2.0
+"""
+
+
+def test_attention_heatmaps_png(tmp_path, capsys):
+    p = tmp_path / "att.dpl"
+    p.write_text(ATTN)
+    out = tmp_path / "att.png"
+    assert main(["attention", str(p), "--fn", "f", "--args", "normal(0, 1, [3, 4])", "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG
+    assert "2 attention maps" in capsys.readouterr().err
+
+
+def test_attention_titles_and_no_attention(tmp_path, monkeypatch):
+    prog = dpl.loads(ATTN, file=str(tmp_path / "att.dpl"))
+    prog.interp.attention_log.clear()
+    prog.call("f", [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    titles = []
+    from matplotlib.axes import Axes
+    original = Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda self, t, **kw: (titles.append(t), original(self, t, **kw))[1])
+    viz.attention_heatmaps(prog.interp.attention_log, tmp_path / "a.png")
+    assert titles == ["att.dpl:4", "att.dpl:5"]
+    with pytest.raises(dpl.DplError, match="no attend/attention calls"):
+        viz.attention_heatmaps([], tmp_path / "b.png")
+
+
+TRAIN = """\
+param w: [2] ~ zeros
+X = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]
+Y = [1.0, 2.0, 3.0, 4.0]
+fn loss(x, y) = mean((x @ w - y) ^ 2)
+train loss over X, Y {
+    optimizer = sgd(lr = 0.05)
+    epochs = 5
+    batch = 2
+}
+"""
+
+
+def test_train_plot_writes_png(tmp_path):
+    p = tmp_path / "t.dpl"
+    p.write_text(TRAIN)
+    out = tmp_path / "loss.png"
+    assert main(["train", str(p), "--quiet", "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG
+
+
+def test_train_report_keeps_step_losses(tmp_path):
+    from dpl.interp import Interpreter
+    from dpl.train import make_trainer
+    p = tmp_path / "t.dpl"
+    p.write_text(TRAIN)
+    trainer = make_trainer(progress=False)
+    Interpreter(mode="train", trainer=trainer).run_file(p)
+    r = trainer.report
+    assert len(r.step_losses) == r.steps == 10 and len(r.losses) == 5
+    assert r.losses[0] == pytest.approx(sum(r.step_losses[:2]) / 2)
