@@ -37,13 +37,12 @@ class Program:
 
     def _args(self, args):
         from . import backend as B
-        from .interp import is_tensor
         out = []
         for a in args:
             if isinstance(a, (list, tuple, float, int, bool, np.ndarray, np.generic)):
                 a = np.asarray(a)
                 a = a.astype(B.float_dtype) if a.dtype.kind == "f" else a
-            out.append(a if is_tensor(a) else a)
+            out.append(a)
         return out
 
     def call(self, name: str, *args):
@@ -54,9 +53,10 @@ class Program:
     def trace(self, name: str, *args) -> Graph:
         """Record one call: arguments and the parameters it reads are the inputs 1..l."""
         from . import graph as G
+        from .interp import is_tensor
         G.set_span(None)
         trace = Trace()
-        boxed = [trace.input(a, f"arg{i}") for i, a in enumerate(self._args(args))]
+        boxed = [trace.input(a, f"arg{i}") if is_tensor(a) else a for i, a in enumerate(self._args(args))]
         with self.interp.tracing_params(trace):
             out = self.interp.call(self.function(name), boxed, {}, None)
         graph = Graph(trace, out if isinstance(out, tuple) else (out,))

@@ -16,7 +16,7 @@ def check_file(path) -> list[DplError]:
     """Every unknown name in the program and the files it uses or imports (flow-insensitively: no false alarms)."""
     programs: dict[Path, A.Program] = {}
     errors: list[DplError] = []
-    _collect(Path(path), programs, errors, None)
+    _collect(Path(path), programs, errors, None, [])
     top: set[str] = set(BUILTINS) | set(CONSTANTS)
     for prog in programs.values():
         top |= _top_names(prog.body)
@@ -25,8 +25,12 @@ def check_file(path) -> list[DplError]:
     return errors
 
 
-def _collect(path: Path, programs, errors, span):
+def _collect(path: Path, programs, errors, span, loading: list):
     key = path.resolve()
+    if key in loading:
+        chain = " -> ".join(p.name for p in loading[loading.index(key):] + [key])
+        errors.append(DplError(f"import cycle: {chain}", span))
+        return
     if key in programs:
         return
     if not path.is_file():
@@ -37,15 +41,17 @@ def _collect(path: Path, programs, errors, span):
     except DplError as e:
         errors.append(e)
         return
+    loading.append(key)
     for stmt in prog.body:
         if isinstance(stmt, A.Use):
             try:
-                _collect(stdlib_path(stmt.name, stmt.span), programs, errors, stmt.span)
+                _collect(stdlib_path(stmt.name, stmt.span), programs, errors, stmt.span, loading)
             except DplError as e:
                 errors.append(e)
         elif isinstance(stmt, A.Import):
             p = Path(stmt.path)
-            _collect(p if p.is_absolute() else path.parent / p, programs, errors, stmt.span)
+            _collect(p if p.is_absolute() else path.parent / p, programs, errors, stmt.span, loading)
+    loading.pop()
 
 
 def _top_names(body) -> set[str]:

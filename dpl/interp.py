@@ -190,10 +190,8 @@ class Interpreter:
             self.loading.append(key)
         try:
             self.hoist(program.body)
-            for stmt in program.body:
-                r = self.exec_stmt(stmt, self.top)
-                if isinstance(r, _Return):
-                    raise DplError("`return` outside a function", stmt.span)
+            for stmt in program.body:  # the parser has rejected `return` outside functions
+                self.exec_stmt(stmt, self.top)
         finally:
             if key:
                 self.loading.pop()
@@ -357,8 +355,7 @@ class Interpreter:
         envs = []
         for body in (s.body, s.orelse):
             branch = Frame(dict(before), frame.instance, frame.name)
-            if isinstance(self.exec_block(body, branch), _Return):
-                raise DplError("`return` is not allowed inside `soft if`", s.span)
+            self.exec_block(body, branch)  # the parser has rejected `return` inside soft control flow
             envs.append(branch.locals)
         for name in dict.fromkeys(assigned_names(s.body) + assigned_names(s.orelse)):
             missing = object()
@@ -381,8 +378,7 @@ class Interpreter:
         for _ in range(int(n)):
             body = Frame(dict(cur), frame.instance, frame.name)
             cs.append(self.eval(s.p, body))
-            if isinstance(self.exec_block(s.body, body), _Return):
-                raise DplError("`return` is not allowed inside `soft while`", s.span)
+            self.exec_block(s.body, body)
             for v in state:
                 cur[v] = body.locals[v]
             states.append({v: cur[v] for v in state})
