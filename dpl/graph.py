@@ -16,6 +16,33 @@ _levels = itertools.count()
 current_span = None  # the interpreter sets this to the expression being evaluated
 
 
+class Scope:
+    """Where nodes are being recorded: a DPL call, a loop iteration or a soft-while step (tools group by it)."""
+
+    __slots__ = ("kind", "name", "span", "parent", "seq")
+    _seq = itertools.count(1)
+
+    def __init__(self, kind, name, span, parent):
+        self.kind, self.name, self.span, self.parent = kind, name, span, parent
+        self.seq = next(Scope._seq)
+
+
+current_scope: Scope | None = None  # the interpreter sets this on entering a call or an iteration
+
+
+def enter_scope(kind, name, span) -> Scope | None:
+    """Open a scope inside the current one; returns the one to restore."""
+    global current_scope
+    outer = current_scope
+    current_scope = Scope(kind, name, span, outer)
+    return outer
+
+
+def leave_scope(outer) -> None:
+    global current_scope
+    current_scope = outer
+
+
 def set_span(span):
     global current_span
     current_span = span
@@ -24,11 +51,12 @@ def set_span(span):
 class Node:
     """One vertex: op (None for an input), its α (args, unboxed), v (value), parents as (position, Node)."""
 
-    __slots__ = ("op", "args", "attrs", "parents", "value", "span", "name", "id")
+    __slots__ = ("op", "args", "attrs", "parents", "value", "span", "name", "id", "scope")
 
     def __init__(self, op, args, attrs, parents, value, span, name=None):
         self.op, self.args, self.attrs, self.parents = op, args, attrs, parents
         self.value, self.span, self.name, self.id = value, span, name, None
+        self.scope = current_scope
 
 
 class Box:

@@ -336,17 +336,30 @@ class Interpreter:
                            f"got {describe_type(it)}", s.iter.span)
         r = raw(it)
         items = list(r) if type(it) is not Box else [ops.index(it, key=(i,)) for i in range(len(r))]
-        for x in items:
-            frame.locals[s.var] = x
-            out = self.exec_block(s.body, frame)
-            if out is not None:
-                return out
+        outer = graph.current_scope
+        try:
+            for k, x in enumerate(items):
+                graph.enter_scope("iteration", f"for {s.var}: iteration {k}", s.span)
+                frame.locals[s.var] = x
+                out = self.exec_block(s.body, frame)
+                graph.leave_scope(outer)
+                if out is not None:
+                    return out
+        finally:
+            graph.leave_scope(outer)
 
     def _while(self, s: A.While, frame):
-        while self.condition(s.cond, frame, "while"):
-            out = self.exec_block(s.body, frame)
-            if out is not None:
-                return out
+        outer, k = graph.current_scope, 0
+        try:
+            while self.condition(s.cond, frame, "while"):
+                graph.enter_scope("iteration", f"while: iteration {k}", s.span)
+                k += 1
+                out = self.exec_block(s.body, frame)
+                graph.leave_scope(outer)
+                if out is not None:
+                    return out
+        finally:
+            graph.leave_scope(outer)
 
     def _soft_if(self, s: A.SoftIf, frame):
         from .builtins import blend
@@ -375,10 +388,15 @@ class Interpreter:
         state = [v for v in assigned_names(s.body) if v in frame.locals]
         cur = dict(frame.locals)
         states, cs = [{v: cur[v] for v in state}], []
-        for _ in range(int(n)):
+        outer = graph.current_scope
+        for k in range(int(n)):
             body = Frame(dict(cur), frame.instance, frame.name)
-            cs.append(self.eval(s.p, body))
-            self.exec_block(s.body, body)
+            graph.enter_scope("step", f"soft while step {k + 1}", s.span)
+            try:
+                cs.append(self.eval(s.p, body))
+                self.exec_block(s.body, body)
+            finally:
+                graph.leave_scope(outer)
             for v in state:
                 cur[v] = body.locals[v]
             states.append({v: cur[v] for v in state})
@@ -591,6 +609,7 @@ class Interpreter:
         decl = f.decl
         frame = Frame(bind_args(f.name, decl.params, args, kwargs, span), f.instance, f.name)
         self.depth += 1
+        outer = graph.enter_scope("call", f.name, span)
         try:
             if self.depth > self.max_depth:
                 raise DplError(f"recursion deeper than {self.max_depth} calls in `{f.name}` "
@@ -601,6 +620,7 @@ class Interpreter:
             raise
         finally:
             self.depth -= 1
+            graph.leave_scope(outer)
         return r.value if r is not None else None
 
     def _index(self, n: A.Index, frame):

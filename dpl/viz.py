@@ -1,10 +1,8 @@
 """Seeing inside a run: the recorded DAG as DOT, networkx JSON, a zoomable HTML page or the ⟨n, l, E, f, α⟩
 tuple; heatmaps of attention weights; training curves.
 
-`record` traces one call like `Program.trace` and also notes which DPL function call recorded each node. It
-does so by wrapping `call_function` on that one interpreter instance while the recording runs: every node
-appended to the trace between a call's entry and exit (and not claimed by a call nested in it) belongs to that
-call. Nothing else in DPL changes, so the bookkeeping costs nothing when no one is looking.
+`record` traces one call like `Program.trace`; every node carries the scope it was recorded in (the DPL call,
+loop iteration or soft-while step the interpreter had open, see graph.Scope), which becomes the clusters.
 """
 from __future__ import annotations
 
@@ -48,7 +46,7 @@ class Recording:
 
 
 def record(prog, fn_name: str, *args) -> Recording:
-    """Trace `fn_name(*args)`: the Graph plus the DPL function call behind every node."""
+    """Trace `fn_name(*args)`: the Graph plus the DPL call (or loop iteration, soft-while step) behind every node."""
     interp = prog.interp
     f = prog.function(fn_name)
     fdef = f.fns.get("call") if hasattr(f, "fns") else getattr(f, "decl", None)  # a module instance: its call
@@ -56,38 +54,20 @@ def record(prog, fn_name: str, *args) -> Recording:
     G.set_span(None)
     trace = Trace()
     boxed = [trace.input(a, names[i] if i < len(names) else f"arg{i}") for i, a in enumerate(prog._args(args))]
-    calls, owner, stack, seen = {}, {}, [], [0]
-
-    def flush():  # nodes recorded since the last call boundary belong to the innermost open call
-        for node in trace.nodes[seen[0]:]:
-            owner[node] = stack[-1] if stack else 0
-        seen[0] = len(trace.nodes)
-
-    had, inner = "call_function" in vars(interp), interp.call_function
-
-    def call_function(fn, fargs, kwargs, span):
-        flush()
-        cid = len(calls) + 1
-        calls[cid] = Call(cid, fn.name, span, stack[-1] if stack else 0)
-        stack.append(cid)
-        try:
-            return inner(fn, fargs, kwargs, span)
-        finally:
-            flush()
-            stack.pop()
-
-    interp.call_function = call_function
-    try:
-        with interp.tracing_params(trace):
-            out = interp.call(f, boxed, {}, None)
-    finally:
-        if had:
-            interp.call_function = inner
-        else:
-            del interp.call_function
-    flush()
+    first = next(G.Scope._seq)  # scopes opened from here on belong to this recording
+    with interp.tracing_params(trace):
+        out = interp.call(f, boxed, {}, None)
     g = Graph(trace, out if isinstance(out, tuple) else (out,))
-    return Recording(g, calls, {node.id: owner.get(node, 0) for node in g.nodes}, len(boxed))
+    scopes = set()
+    for node in g.nodes:
+        s = node.scope
+        while s is not None and s.seq > first and s not in scopes:
+            scopes.add(s)
+            s = s.parent
+    ids = {s: i for i, s in enumerate(sorted(scopes, key=lambda s: s.seq), start=1)}
+    calls = {i: Call(i, s.name, s.span, ids.get(s.parent, 0)) for s, i in ids.items()}
+    owner = {node.id: 0 if node.op is None else ids.get(node.scope, 0) for node in g.nodes}
+    return Recording(g, calls, owner, len(boxed))
 
 
 # ---- describing nodes ------------------------------------------------------------------------------------

@@ -92,15 +92,47 @@ def test_clusters_follow_dpl_calls(tmp_path):
     assert "cluster_1 " not in dot
 
 
+LOOPS = """\
+param w: [] = 0.5
+fn g(x) = tanh(x * w)
+fn f(x) {
+    for i in range(2) { x = g(x) + x }
+    k = 0
+    while k < 1 { x = x - w
+        k = k + 1 }
+    soft while 0.5 max 2 { x = x * w }
+    return x
+}
+"""
+
+
+def test_clusters_follow_loop_iterations_and_soft_while_steps(tmp_path):
+    p = tmp_path / "loops.dpl"
+    p.write_text(LOOPS)
+    rec = viz.record(dpl.load(p), "f", 1.0)
+    g = rec.graph
+    where = {}
+    for i in range(g.l + 1, g.n + 1):
+        c = rec.calls[rec.owner[i]]
+        where.setdefault(g.op(i), []).append((c.name, rec.calls[c.parent].name if c.parent else ""))
+    assert where["tanh"] == [("g", "for i: iteration 0"), ("g", "for i: iteration 1")]
+    assert ("while: iteration 0", "f") in where["sub"]
+    assert [w for w in where["mul"] if w[0].startswith("soft")] == [("soft while step 1", "f"),
+                                                                   ("soft while step 2", "f")]
+    dot = viz.to_dot(rec)
+    assert 'label="for i: iteration 1' in dot and 'label="soft while step 2' in dot
+
+
 def test_record_leaves_the_interpreter_as_it_was(tmp_path):
+    from dpl import graph as G
     p = tmp_path / "nested.dpl"
     p.write_text(NESTED + "fn bad(x) = x @ [1.0, 2.0, 3.0]\n")
     prog = dpl.load(p)
     viz.record(prog, "f", [1.0])
-    assert "call_function" not in vars(prog.interp)
+    assert G.current_scope is None
     with pytest.raises(dpl.DplError):
         viz.record(prog, "bad", [[1.0, 2.0]])
-    assert "call_function" not in vars(prog.interp)
+    assert G.current_scope is None  # an error unwinds every scope it was in
     assert prog.call("f", [0.0]) == pytest.approx(2.0 + 2.0)
 
 
@@ -277,3 +309,30 @@ def test_train_report_keeps_step_losses(tmp_path):
     r = trainer.report
     assert len(r.step_losses) == r.steps == 10 and len(r.losses) == 5
     assert r.losses[0] == pytest.approx(sum(r.step_losses[:2]) / 2)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.optional
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (Debian package `chromium`) is not installed")
+@pytest.mark.parametrize("with_dot", [pytest.param(True, marks=pytest.mark.skipif(not HAS_DOT, reason="no dot")),
+                                      False])
+def test_html_renders_in_headless_chromium(small, tmp_path, monkeypatch, with_dot):
+    """The page draws the graph with no network: a screenshot shows dark strokes (nodes, edges, labels)."""
+    import subprocess
+
+    import matplotlib.image
+
+    if not with_dot:
+        monkeypatch.setattr(viz, "find_dot", lambda: None)
+    page, shot = tmp_path / "g.html", tmp_path / "shot.png"
+    assert graph_cli(small, "-o", page) == 0
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,700",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == PNG
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    dark = (pixels.mean(axis=-1) < 0.5).mean()
+    assert 0.001 < dark < 0.5  # something is drawn, and it is not a blank or an error page
