@@ -25,3 +25,21 @@ def numeric_grad(f, x, h=1e-6):
         xm[j] -= h
         g[j] = (float(f(xp)) - float(f(xm))) / (2 * h)
     return g
+
+
+def check_grads(prog, name, args, argnums, rtol=1e-6, atol=1e-8):
+    """prog.grad(name, k) against central differences of prog.call for every k in argnums (finite, right shape)."""
+    args = [a if isinstance(a, str) or np.asarray(a).dtype.kind == "b" else np.asarray(a, dtype=np.float64)
+            for a in args]
+    for k in argnums:
+        got = prog.grad(name, k)(*args)
+
+        def f(x, k=k):
+            a = list(args)
+            a[k] = x
+            return prog.call(name, *a)
+
+        want = numeric_grad(f, args[k])
+        assert np.shape(got) == np.shape(args[k]), (name, k)
+        assert np.all(np.isfinite(got)), (name, k)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=f"{name} argnum {k}")

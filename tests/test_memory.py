@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import dpl
+import conftest
 from conftest import numeric_grad
 
 RNG = np.random.default_rng(2)
@@ -64,18 +65,7 @@ def ref_write(M, w, e, a):
 
 
 def check_grads(name, args, argnums, rtol=1e-6, atol=1e-8):
-    for k in argnums:
-        got = PROG.grad(name, k)(*args)
-
-        def f(x, k=k):
-            a = list(args)
-            a[k] = x
-            return PROG.call(name, *a)
-
-        want = numeric_grad(f, args[k])
-        assert np.shape(got) == np.shape(args[k])
-        assert np.all(np.isfinite(got))
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=f"{name} argnum {k}")
+    conftest.check_grads(PROG, name, args, argnums, rtol, atol)
 
 
 # (M, key, beta) shapes: one key, R heads, batches of both

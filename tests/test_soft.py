@@ -5,25 +5,10 @@ import numpy as np
 import pytest
 
 import dpl
-from conftest import numeric_grad
+from conftest import check_grads, numeric_grad
 
 RNG = np.random.default_rng(0)
 
-
-def check_grads(prog, name, args, argnums, rtol=1e-6, atol=1e-8):
-    """prog.grad(name, k) against central differences of prog.call for every k in argnums."""
-    args = [np.asarray(a, dtype=np.float64) if not isinstance(a, str) else a for a in args]
-    for k in argnums:
-        got = prog.grad(name, k)(*args)
-
-        def f(x, k=k):
-            a = list(args)
-            a[k] = x
-            return prog.call(name, *a)
-
-        want = numeric_grad(f, args[k])
-        assert np.shape(got) == np.shape(args[k]), (name, k)
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=f"{name} argnum {k}")
 
 
 # ---- soft if ------------------------------------------------------------------------------------

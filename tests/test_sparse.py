@@ -13,6 +13,7 @@ import pytest
 import scipy.sparse as ssp
 
 import dpl
+import conftest
 from conftest import numeric_grad
 
 RNG = np.random.default_rng(4)
@@ -74,17 +75,7 @@ def dense_adjacency(edges, n, self_loops, normalize):
 
 
 def check_grads(name, args, argnums, rtol=1e-6, atol=1e-8):
-    for k in argnums:
-        got = PROG.grad(name, k)(*args)
-
-        def f(x, k=k):
-            a = list(args)
-            a[k] = x
-            return PROG.call(name, *a)
-
-        want = numeric_grad(f, args[k])
-        assert np.shape(got) == np.shape(args[k])
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=f"{name} argnum {k}")
+    conftest.check_grads(PROG, name, args, argnums, rtol, atol)
 
 
 # ---- csr -------------------------------------------------------------------------------------------
