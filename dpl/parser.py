@@ -10,6 +10,7 @@ from lark import Token, Transformer, v_args
 
 from . import ast as A
 from .errors import SOURCES, DplError, Span
+from .limits import MAX_NESTING, deep_stack
 from .resources import data_dir
 
 RESERVED = {"fn", "param", "module", "use", "import", "train", "soft", "if", "else", "for",
@@ -224,7 +225,14 @@ class _ToAst(Transformer):
         return A.ListLit(tuple(c for c in ch if c is not None), self._span(meta))
 
     def int(self, ch):
-        return A.Num(int(ch[0].value), self._span(ch[0]))
+        tok = ch[0]
+        digits = tok.value.lstrip("0") or "0"
+        if len(digits) > 19 or int(digits) > _INT64_MAX:  # checked by length first: no 4300-digit ValueError
+            v = tok.value
+            shown = v if len(v) <= 24 else f"{v[:12]}...{v[-4:]} ({len(v)} digits)"
+            raise DplError(f"integer literal {shown} does not fit in 64 bits (at most {_INT64_MAX}); "
+                           f"write a float such as 1e30 instead", self._span(tok))
+        return A.Num(int(digits), self._span(tok))
 
     def float(self, ch):
         return A.Num(float(ch[0].value), self._span(ch[0]))
@@ -240,6 +248,23 @@ class _ToAst(Transformer):
 
     def name(self, ch):
         return A.Name(self._name(ch[0]), self._span(ch[0]))
+
+
+_INT64_MAX = 2 ** 63 - 1
+
+
+def _check_nesting(tree, file: str) -> None:
+    """A syntax tree deeper than MAX_NESTING is an error at the construct that goes too deep (walked without
+    recursion, before anything recursive sees the tree)."""
+    stack = [(tree, 1, None)]
+    while stack:
+        t, depth, where = stack.pop()
+        if getattr(t.meta, "line", None) is not None:
+            where = Span(file, t.meta.line, t.meta.column)
+        if depth > MAX_NESTING:
+            raise DplError(f"this nests too deeply: more than {MAX_NESTING} levels of brackets, blocks, calls and "
+                           f"operators; split it up with intermediate variables or functions", where)
+        stack.extend((c, depth + 1, where) for c in t.children if isinstance(c, lark.Tree))
 
 
 def _unquote(s: str) -> str:
@@ -307,7 +332,10 @@ def parse(text: str, file: str = "<input>") -> A.Program:
         parser = _parser()
         parser.options.postlex.text = text
         tree = parser.parse(text)
-        body = _ToAst(file).transform(tree)
+        _check_nesting(tree, file)
+        with deep_stack():
+            body = _ToAst(file).transform(tree)
+            _check_returns(body, None)
     except lark.exceptions.UnexpectedToken as e:
         tok = e.token
         span = Span(file, tok.line or 1, tok.column or 1) if tok.type != "$END" else _end(text, file)
@@ -321,7 +349,6 @@ def parse(text: str, file: str = "<input>") -> A.Program:
         if isinstance(e.orig_exc, DplError):
             raise e.orig_exc from None
         raise
-    _check_returns(body, None)
     return A.Program(body, file, Span(file, 1, 1))
 
 
