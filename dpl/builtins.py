@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ from . import ops
 from .errors import DplError
 from .graph import Box, Trace, raw
 from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, to_float
+from .limits import check_broadcast, check_elements
 
 BUILTINS: dict[str, object] = {}
 
@@ -104,6 +108,13 @@ def flag(v, what) -> bool:
     return bool(raw(v))
 
 
+def new_shape(v, what: str) -> tuple:
+    """A shape argument of a builtin that creates a tensor of that shape (refused if too large)."""
+    shp = shape_arg(v)
+    check_elements(shp, what)
+    return shp
+
+
 def shape_arg(v, what="shape") -> tuple:
     r = raw(v)
     if kind(r) in ("i", "u") and np.ndim(r) == 0:
@@ -148,6 +159,7 @@ def _extremum(name, pairwise, reduce):
         if y is not None:
             if axis is not None:
                 raise DplError(f"`{name}` with two tensors is elementwise and takes no `axis`")
+            check_broadcast((np.shape(raw(x)), np.shape(raw(y))), f"`{name}`")
             return pairwise(*_promote(x, y))
         return reduce(tensor(x), axis=check_axis(x, axis_arg(axis)), keepdims=flag(keepdims, "keepdims")
                       if not isinstance(keepdims, bool) else keepdims)
@@ -161,6 +173,7 @@ _extremum("min", ops.minimum, ops.amin)
 @builtin()
 def clip(x, lo, hi):
     x, lo, hi = floats(x), floats(lo), floats(hi)
+    check_broadcast([np.shape(raw(v)) for v in (x, lo, hi)], "`clip`")
     return ops.clip(x, lo, hi)
 
 
@@ -169,6 +182,7 @@ def where(cond, a, b):
     if kind(cond) != "b":
         raise DplError(f"`where` needs a boolean condition, got {describe_type(cond)}")
     a, b = _promote(a, b)
+    check_broadcast([np.shape(raw(v)) for v in (cond, a, b)], "`where`")
     return ops.where(raw(cond), a, b)
 
 
@@ -245,7 +259,7 @@ def int_(x):
 
 @builtin()
 def reshape(x, shape):
-    shp = shape_arg(shape)
+    shp = new_shape(shape, "`reshape`")
     return ops.reshape(tensor(x), shape=shp)
 
 
@@ -297,17 +311,19 @@ def len_(x):
 
 @builtin()
 def zeros(shape):
-    return B.xp.zeros(shape_arg(shape), dtype=B.float_dtype)
+    return B.xp.zeros(new_shape(shape, "`zeros`"), dtype=B.float_dtype)
 
 
 @builtin()
 def ones(shape):
-    return B.xp.ones(shape_arg(shape), dtype=B.float_dtype)
+    return B.xp.ones(new_shape(shape, "`ones`"), dtype=B.float_dtype)
 
 
 @builtin()
 def eye(n):
-    return B.xp.eye(integer(n, "n"), dtype=B.float_dtype)
+    n = integer(n, "n")
+    check_elements((n, n), "`eye`")
+    return B.xp.eye(n, dtype=B.float_dtype)
 
 
 def _range_args(a, b, step):
@@ -319,20 +335,31 @@ def _range_args(a, b, step):
 
 @builtin("range")
 def range_(a, b=None, step=None):
-    return B.xp.arange(*_range_args(a, b, step), dtype=np.int64)
+    vals = _range_args(a, b, step)
+    check_elements((len(range(*vals)),), "`range`")
+    return B.xp.arange(*vals, dtype=np.int64)
 
 
 @builtin()
 def arange(a, b=None, step=None):
     vals = [raw(tensor(v)) for v in (a, b, step) if v is not None]
     if any(kind(v) == "f" for v in vals):
-        return B.xp.arange(*[float(v) for v in vals], dtype=B.float_dtype)
-    return B.xp.arange(*[int(v) for v in vals], dtype=np.int64)
+        vals = [float(v) for v in vals]
+        lo, hi, step = (0.0, vals[0], 1.0) if len(vals) == 1 else (*vals, 1.0) if len(vals) == 2 else vals
+        if step and all(map(math.isfinite, (lo, hi, step))):
+            check_elements((max(0, math.ceil((hi - lo) / step)),), "`arange`")
+        return B.xp.arange(*vals, dtype=B.float_dtype)
+    vals = [int(v) for v in vals]
+    if len(vals) < 3 or vals[2]:
+        check_elements((len(range(*vals)),), "`arange`")
+    return B.xp.arange(*vals, dtype=np.int64)
 
 
 @builtin()
 def linspace(a, b, n):
-    return B.xp.linspace(float(raw(tensor(a))), float(raw(tensor(b))), integer(n, "n"), dtype=B.float_dtype)
+    n = integer(n, "n")
+    check_elements((n,), "`linspace`")
+    return B.xp.linspace(float(raw(tensor(a))), float(raw(tensor(b))), n, dtype=B.float_dtype)
 
 
 @builtin()
@@ -340,7 +367,9 @@ def one_hot(labels, n):
     lab = raw(tensor(labels))
     if kind(lab) not in ("i", "u"):
         raise DplError(f"`one_hot` needs integer labels, got {describe_type(labels)}")
-    return (lab[..., None] == B.xp.arange(integer(n, "n"))).astype(B.float_dtype)
+    n = integer(n, "n")
+    check_elements(np.shape(lab) + (n,), "`one_hot`")
+    return (lab[..., None] == B.xp.arange(n)).astype(B.float_dtype)
 
 
 # ---- losses ---------------------------------------------------------------------------------------
@@ -348,6 +377,7 @@ def one_hot(labels, n):
 @builtin()
 def mse(a, b):
     a, b = floats(a), floats(b)
+    check_broadcast((np.shape(raw(a)), np.shape(raw(b))), "`mse`")
     d = ops.sub(a, b)
     return mean_of(ops.mul(d, d))
 
@@ -372,12 +402,14 @@ def cross_entropy(logits, labels):
 
 @builtin(context=True)
 def uniform(interp, span, lo, hi, shape):
-    return B.xp.asarray(interp.rng.uniform(float(raw(lo)), float(raw(hi)), shape_arg(shape)), dtype=B.float_dtype)
+    return B.xp.asarray(interp.rng.uniform(float(raw(lo)), float(raw(hi)), new_shape(shape, "`uniform`")),
+                        dtype=B.float_dtype)
 
 
 @builtin(context=True)
 def normal(interp, span, mean, std, shape):
-    return B.xp.asarray(interp.rng.normal(float(raw(mean)), float(raw(std)), shape_arg(shape)), dtype=B.float_dtype)
+    return B.xp.asarray(interp.rng.normal(float(raw(mean)), float(raw(std)), new_shape(shape, "`normal`")),
+                        dtype=B.float_dtype)
 
 
 def initialize(name, args, shape, rng, span):
@@ -416,6 +448,64 @@ def initialize(name, args, shape, rng, span):
 
 # ---- data ---------------------------------------------------------------------------------------------
 
+_FILE_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def _check_magic(path: Path, suffix: str) -> None:
+    """np.load guesses the format from the content (and would take any other file for a pickle): say so instead."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if suffix == ".npy" and head != b"\x93NUMPY":
+        raise DplError(f"`load`: {path} is not a NumPy .npy file" + (" (it is empty)" if not head else ""))
+    if suffix == ".npz" and head[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise DplError(f"`load`: {path} is not a NumPy .npz file (a zip archive of .npy files)"
+                       + (" (it is empty)" if not head else ""))
+
+
+def _load_csv(path: Path):
+    """Numbers separated by commas, one row per line (blank lines and `#` comments skipped); a file that
+    np.loadtxt cannot read is read again line by line to say which line is wrong."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": an error below
+            data = np.loadtxt(path, delimiter=",", ndmin=1)
+    except ValueError as e:
+        _csv_problem(path)
+        raise DplError(f"`load`: cannot read {path}: {e}") from None
+    if data.size == 0:
+        raise DplError(f"`load`: {path} holds no numbers")
+    return data
+
+
+def _csv_problem(path: Path) -> None:
+    """Raise a DplError naming the first line of a CSV file that is not a row of numbers like the others."""
+    width = first = None
+    with open(path, "rb") as f:
+        for number, raw_line in enumerate(f, start=1):
+            try:
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DplError(f"`load`: {path} line {number} is not UTF-8 text") from None
+            cells = line.split("#", 1)[0].strip()
+            if not cells:
+                continue
+            cells = cells.split(",")
+            for column, cell in enumerate(cells, start=1):
+                try:
+                    float(cell)
+                except ValueError:
+                    cell = cell.strip()
+                    what = f"`{cell if len(cell) <= 20 else cell[:20] + '...'}` is" if cell else "an empty cell is"
+                    hint = " (a header line? remove it)" if first is None and any(map(str.isalpha, cell)) else ""
+                    raise DplError(f"`load`: {path} line {number}, column {column}: {what} not a "
+                                   f"number{hint}") from None
+            if width is None:
+                width, first = len(cells), number
+            elif len(cells) != width:
+                raise DplError(f"`load`: {path} line {number} has {len(cells)} value{'s' * (len(cells) != 1)}, "
+                               f"but line {first} has {width}; every row needs the same number of columns")
+
+
 @builtin(context=True)
 def load(interp, span, file, key=None):
     if not isinstance(file, str):
@@ -424,24 +514,33 @@ def load(interp, span, file, key=None):
     if not path.is_absolute():
         path = Path(span.file).parent / path
     if not path.is_file():
-        raise DplError(f"`load`: no such file: {path}")
+        raise DplError(f"`load`: no such file: {path}" if not path.exists() else f"`load`: {path} is not a file")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".npy", ".npz"):
+        raise DplError(f"`load` reads .csv, .npy and .npz files, not `{path.suffix or path.name}`")
+    if key is not None and suffix != ".npz":
+        raise DplError(f"`load`: only .npz files hold arrays by key; load(\"{file}\") takes no key")
+    if key is not None and not isinstance(key, str):
+        raise DplError(f"`load`: the key of an array in an .npz file is a string, got {describe_type(key)}")
+    if suffix == ".npz" and key is None:
+        raise DplError(f"`load` of an .npz file needs the array's key: load(\"{file}\", \"name\")")
     try:
         if suffix == ".csv":
-            data = np.loadtxt(path, delimiter=",", ndmin=1)
-        elif suffix == ".npy":
-            data = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            if key is None:
-                raise DplError(f"`load` of an .npz file needs the array's key: load(\"{file}\", \"name\")")
-            with np.load(path, allow_pickle=False) as z:
-                if key not in z.files:
-                    raise DplError(f"`load`: {path.name} has no array `{key}`; it has {', '.join(z.files)}")
-                data = z[key]
+            data = _load_csv(path)
         else:
-            raise DplError(f"`load` reads .csv, .npy and .npz files, not `{path.suffix}`")
-    except (ValueError, OSError) as e:
-        raise DplError(f"`load`: cannot read {path}: {e}") from None
+            _check_magic(path, suffix)
+            if suffix == ".npy":
+                data = np.load(path, allow_pickle=False)
+            else:
+                with np.load(path, allow_pickle=False) as z:
+                    if key not in z.files:
+                        raise DplError(f"`load`: {path} has no array `{key}`; it has "
+                                       f"{', '.join(f'`{k}`' for k in z.files) or 'none'}")
+                    data = z[key]
+    except _FILE_ERRORS as e:
+        raise DplError(f"`load`: cannot read {path}: {e or type(e).__name__}") from None
+    if data.dtype.kind not in "biuf":
+        raise DplError(f"`load`: {path} holds {data.dtype} values; DPL loads numbers and booleans")
     if data.dtype.kind == "f":
         data = data.astype(B.float_dtype)
     return B.xp.asarray(data)
@@ -512,8 +611,19 @@ def value_and_grad(f, argnum=0):
 
 def blend(p, a, b, span=None):
     """p·a + (1 − p)·b, p broadcasting; integers become floats."""
-    p, a, b = floats(p, "p"), floats(a), floats(b)
-    return ops.add(ops.mul(p, a), ops.mul(ops.sub(1.0, p), b))
+    try:
+        p = floats(p, "the `soft if` probability" if span else "p")
+        a, b = (floats(v, "a value blended by `soft if`" if span else "argument") for v in (a, b))
+        check_broadcast([np.shape(raw(v)) for v in (p, a, b)], "`soft if`" if span else "`blend`")
+        return ops.add(ops.mul(p, a), ops.mul(ops.sub(1.0, p), b))
+    except DplError as e:
+        raise e.at(span)
+    except NUMERIC_ERRORS:
+        if span is None:
+            raise  # the builtin `blend` reports it at its call
+        raise DplError(f"`soft if` cannot blend values of shapes {list(np.shape(raw(a)))} and "
+                       f"{list(np.shape(raw(b)))} with p of shape {list(np.shape(raw(p)))}: they do not broadcast",
+                       span) from None
 
 
 builtin("blend")(lambda p, a, b: blend(p, a, b))
@@ -522,10 +632,15 @@ builtin("blend")(lambda p, a, b: blend(p, a, b))
 def soft_while_weights(cs, span):
     """w₀ = 1 − c₁, wₖ = c₁⋯cₖ(1 − cₖ₊₁), w_N = c₁⋯c_N."""
     weights, run = [], 1.0
-    for c in cs:
-        c = floats(c, "the `soft while` probability")
-        weights.append(ops.mul(run, ops.sub(1.0, c)))
-        run = ops.mul(run, c)
+    try:
+        for c in cs:
+            c = floats(c, "the `soft while` probability")
+            weights.append(ops.mul(run, ops.sub(1.0, c)))
+            run = ops.mul(run, c)
+    except DplError as e:
+        raise e.at(span)
+    except NUMERIC_ERRORS:
+        raise DplError("the `soft while` probability changed its shape between iterations", span) from None
     weights.append(run)
     return weights
 
@@ -535,18 +650,25 @@ def expectation(weights, values, span):
     weight is 0 everywhere) or masked to 0, so it cannot turn the result into NaN; finite states always
     count, so the gradient w.r.t. a probability that is exactly 0 or 1 stays right."""
     total = None
-    for w, v in zip(weights, values):
-        v = floats(v)
-        rv, rw = raw(v), raw(w)
-        finite = B.xp.isfinite(rv)
-        if not bool(finite.all()):
-            unused = rw == 0
-            if bool(B.xp.all(unused)):
-                continue
-            v = ops.where(finite | ~unused, v, 0.0)
-        term = ops.mul(w, v)
-        total = term if total is None else ops.add(total, term)
-    return total if total is not None else ops.mul(0.0, floats(values[0]))
+    try:
+        for w, v in zip(weights, values):
+            v = floats(v, "a `soft while` state variable")
+            rv, rw = raw(v), raw(w)
+            finite = B.xp.isfinite(rv)
+            if not bool(finite.all()):
+                unused = rw == 0
+                if bool(B.xp.all(unused)):
+                    continue
+                v = ops.where(finite | ~unused, v, 0.0)
+            term = ops.mul(w, v)
+            total = term if total is None else ops.add(total, term)
+        return total if total is not None else ops.mul(0.0, floats(values[0]))
+    except DplError as e:
+        raise e.at(span)
+    except NUMERIC_ERRORS:
+        shapes = " and ".join(dict.fromkeys(str(list(np.shape(raw(v)))) for v in values))
+        raise DplError(f"`soft while` cannot average a state of shapes {shapes} with weights of shape "
+                       f"{list(np.shape(raw(weights[0])))}: they do not broadcast", span) from None
 
 
 # ---- optimizers, as values for the `train` block ------------------------------------------------------

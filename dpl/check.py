@@ -7,6 +7,7 @@ from . import ast as A
 from .builtins import BUILTINS, CONSTANTS
 from .errors import DplError, suggest
 from .interp import assigned_names, read_source, stdlib_path
+from .limits import deep_stack
 from .parser import parse
 
 _TRAIN_SETTINGS = {"optimizer", "epochs", "batch", "shuffle", "seed"}
@@ -16,12 +17,13 @@ def check_file(path) -> list[DplError]:
     """Every unknown name in the program and the files it uses or imports (flow-insensitively: no false alarms)."""
     programs: dict[Path, A.Program] = {}
     errors: list[DplError] = []
-    _collect(Path(path), programs, errors, None, [])
-    top: set[str] = set(BUILTINS) | set(CONSTANTS)
-    for prog in programs.values():
-        top |= _top_names(prog.body)
-    for prog in programs.values():
-        _check_body(prog.body, top, errors)
+    with deep_stack():  # the parser bounds how deeply a program nests; Python's default stack is shallower
+        _collect(Path(path), programs, errors, None, [])
+        top: set[str] = set(BUILTINS) | set(CONSTANTS)
+        for prog in programs.values():
+            top |= _top_names(prog.body)
+        for prog in programs.values():
+            _check_body(prog.body, top, errors)
     return errors
 
 
@@ -50,6 +52,9 @@ def _collect(path: Path, programs, errors, span, loading: list):
                 errors.append(e)
         elif isinstance(stmt, A.Import):
             p = Path(stmt.path)
+            if p.suffix != ".dpl":
+                errors.append(DplError(f"`import` loads DPL programs (.dpl files), not `{stmt.path}`", stmt.span))
+                continue
             _collect(p if p.is_absolute() else path.parent / p, programs, errors, stmt.span, loading)
     loading.pop()
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import traceback
 from pathlib import Path
@@ -17,6 +15,8 @@ def _common(p):
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="float dtype of the run")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu runs on CuPy (pip install 'dpl[gpu]')")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    p.add_argument("--max-steps", type=int, metavar="N", help="most hard-loop iterations in total (default 10000000)")
+    p.add_argument("--max-elements", type=int, metavar="N", help="most elements of one tensor (default 2**31)")
 
 
 def _inspection(sub):
@@ -50,15 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a program's top-level statements (train blocks are skipped)")
     _common(run)
-    run.add_argument("--params", help="load trained parameters (.npz) first")
+    run.add_argument("--params", help="load trained parameters (.npz) first; they must match the program's")
+    run.add_argument("--partial", action="store_true",
+                     help="load the --params entries that match, warn about the rest")
     run.add_argument("--detect-nan", action="store_true", help="stop at the first NaN/Inf, forward or backward")
     train = sub.add_parser("train", help="run a program, training at each train block, then save the parameters")
     _common(train)
     train.add_argument("--out", help="where to write the parameters (default: FILE's stem + .params.npz)")
     train.add_argument("--epochs", type=int, help="override the epochs of every train block")
-    train.add_argument("--params", help="start from these parameters (.npz)")
-    train.add_argument("--metrics", help="write final loss, epochs, steps and wall seconds as JSON here")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--params", help="start from these parameters (.npz); they must match the program's")
+    train.add_argument("--partial", action="store_true",
+                       help="load the --params entries that match, warn about the rest")
+    train.add_argument("--metrics", help="write final loss, epochs, steps, skipped steps, wall seconds and "
+                                         "per-block numbers as JSON here")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or summary table: one line per epoch")
+    train.add_argument("--checkpoint-every", type=int, metavar="N",
+                       help="write a checkpoint (parameters, optimizer state, position) every N steps")
+    train.add_argument("--checkpoint", metavar="PATH", help="the checkpoint file (default: --out with suffix "
+                                                            ".ckpt.npz); also written on Ctrl-C and SIGTERM")
+    train.add_argument("--resume", nargs="?", const="", metavar="PATH",
+                       help="continue the run a checkpoint stopped (default: the --checkpoint file)")
+    train.add_argument("--skip-nonfinite", action="store_true",
+                       help="skip steps whose loss or gradient is NaN/Inf instead of stopping, and count them")
     train.add_argument("--detect-nan", action="store_true", help="stop at the first NaN/Inf, forward or backward")
     train.add_argument("--plot", metavar="PNG", help="draw the training curve (loss per step and epoch) here")
     _inspection(sub)
@@ -74,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_resume_before_program(sys.argv[1:] if argv is None else list(argv)))
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))  # DPL's own depth limit comes first
     from .errors import DplError
     from .gradcheck import detect_nan
@@ -100,11 +113,21 @@ def main(argv=None) -> int:
         return 2
 
 
+def _resume_before_program(argv: list) -> list:
+    """`dpl train --resume prog.dpl`: the .dpl file is the program, not the checkpoint path."""
+    for i, a in enumerate(argv[:-1]):
+        if a == "--resume" and argv[i + 1].endswith(".dpl"):
+            return argv[:i] + ["--resume="] + argv[i + 1:]
+    return argv
+
+
 def _dispatch(args) -> int:
     from . import backend
     from .check import check_file
     from .errors import DplError
+    from .limits import configure
 
+    configure(getattr(args, "max_steps", None), getattr(args, "max_elements", None))  # defaults unless given
     if args.command == "repl":
         from .repl import main as repl_main
         return repl_main(args)
@@ -129,47 +152,20 @@ def _dispatch(args) -> int:
         raise errors[0]
 
     from .interp import Interpreter
-    from .paramfile import load_params, save_params
-    loaded = load_params(args.params) if args.params else None
+    from .paramfile import load_params
+    if args.command == "train":
+        from .train import train_command
+        return train_command(args, path)
+    loaded = load_params(args.params, partial=getattr(args, "partial", False)) if args.params else None
     if args.command in ("graph", "gradcheck", "attention"):
         from .viz import inspect_command
         return inspect_command(args, path, loaded)
 
-    if args.command == "run":
-        interp = Interpreter(mode="run", seed=args.seed, loaded_params=loaded)
-        interp.run_file(path)
-        _warn_unused(interp)
-        return 0
-
-    from .train import make_trainer
-    out = Path(args.out) if args.out else path.with_name(path.stem + ".params.npz")
-    for target in (out, args.metrics and Path(args.metrics), args.plot and Path(args.plot)):
-        if target and not target.parent.is_dir():  # say so before training, not after it
-            raise DplError(f"cannot write {target}: the directory {target.parent} does not exist")
-    trainer = make_trainer(args.epochs, progress=not args.quiet,
-                           on_nonfinite=lambda it: save_params(out, it.params))
-    interp = Interpreter(mode="train", seed=args.seed, loaded_params=loaded, trainer=trainer)
+    interp = Interpreter(mode="run", seed=args.seed, loaded_params=loaded)
     interp.run_file(path)
-    _warn_unused(interp)
-    save_params(out, interp.params)
-    report = trainer.report
-    print(f"trained {report.steps} steps in {report.seconds:.2f} s, final loss {report.final_loss:.6g}; "
-          f"parameters saved to {out}", file=sys.stderr)
-    if args.metrics:
-        from .paramfile import write_atomic
-        write_atomic(args.metrics, json.dumps({"final_loss": report.final_loss if math.isfinite(report.final_loss) else None, "epochs": report.epochs,
-                                               "steps": report.steps, "wall_seconds": report.seconds,
-                                               "epoch_losses": report.losses}, indent=2).encode())
-    if args.plot:
-        from .viz import plot_losses
-        plot_losses(report, args.plot)
+    if loaded is not None:
+        loaded.check()  # every difference between the file and the declared parameters, together
     return 0
-
-
-def _warn_unused(interp):
-    if interp.loaded_params:
-        print(f"dpl: warning: the params file has entries the program does not declare: "
-              f"{', '.join(sorted(interp.loaded_params))}", file=sys.stderr)
 
 
 if __name__ == "__main__":

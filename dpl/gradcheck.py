@@ -146,7 +146,11 @@ def _check(op, value, inputs, phase: str, adjoint=None) -> None:
            f"pass; inputs: {_ranges(inputs)}")
     if adjoint is not None:
         msg += f"; incoming adjoint: {_ranges([adjoint])}"
-    raise DplError(msg, G.current_span)
+    raise NonFiniteError(msg, G.current_span)
+
+
+class NonFiniteError(DplError):
+    """--detect-nan found a NaN or Inf (`dpl train` then saves the parameters of the last good step)."""
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import ast as A
 from . import backend as B
-from . import graph, ops
+from . import graph, limits, ops
 from .errors import SOURCES, DplError, Span, suggest
 from .graph import Box, Trace, raw
 from .parser import RESERVED, parse
@@ -81,7 +81,7 @@ class _Return:
 
 _ARITH = {"+": ops.add, "-": ops.sub, "*": ops.mul, "/": ops.div, "%": ops.mod, "^": ops.power, "@": ops.matmul}
 _COMPARE = {"<": ops.lt, "<=": ops.le, ">": ops.gt, ">=": ops.ge, "==": ops.eq, "!=": ops.ne}
-NUMERIC_ERRORS = (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError)
+NUMERIC_ERRORS = (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError, OverflowError, MemoryError)
 
 
 def kind(v) -> str:
@@ -150,7 +150,8 @@ def assigned_names(stmts) -> list[str]:
 class Interpreter:
     """Runs DPL programs. mode "run" skips `train` blocks; "train" hands them to `trainer`."""
 
-    def __init__(self, mode="run", seed=0, stdout=None, loaded_params=None, trainer=None, max_depth=400):
+    def __init__(self, mode="run", seed=0, stdout=None, loaded_params=None, trainer=None, max_depth=400,
+                 max_steps=None):
         from .builtins import BUILTINS, CONSTANTS
         self.builtins = dict(BUILTINS, **{k: B.float_dtype.type(v) for k, v in CONSTANTS.items()})
         self.mode = mode
@@ -159,13 +160,15 @@ class Interpreter:
         self.stdout = stdout or sys.stdout
         self.globals: dict = {}
         self.params: dict[str, object] = {}
-        self.loaded_params = dict(loaded_params or {})
+        from .paramfile import LoadedParams
+        self.loaded_params = LoadedParams.of(loaded_params)
         self.param_trace: Trace | None = None
         self.param_boxes: dict[str, Box] = {}
         self.trainer = trainer
         self.loaded_files: set[Path] = set()
         self.loading: list[Path] = []
         self.depth, self.max_depth = 0, max_depth
+        self.steps, self.max_steps = 0, limits.max_steps if max_steps is None else max_steps  # loop iterations
         self.top = Frame(self.globals, top=True)
         self._const: dict[int, tuple] = {}  # literal values by AST node
         self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention
@@ -189,9 +192,13 @@ class Interpreter:
             self.loaded_files.add(key)
             self.loading.append(key)
         try:
-            self.hoist(program.body)
-            for stmt in program.body:  # the parser has rejected `return` outside functions
-                self.exec_stmt(stmt, self.top)
+            with limits.deep_stack():
+                self.hoist(program.body)
+                for stmt in program.body:  # the parser has rejected `return` outside functions
+                    try:
+                        self.exec_stmt(stmt, self.top)
+                    except (RecursionError, MemoryError) as e:  # no DPL call around it to report it
+                        raise too_deep_or_big(e, stmt.span) from None
         finally:
             if key:
                 self.loading.pop()
@@ -245,6 +252,10 @@ class Interpreter:
     def create_param(self, stmt: A.Param, frame: Frame, full_name: str):
         from .builtins import initialize
         shp = self.eval_shape(stmt.shape, frame)
+        try:
+            limits.check_elements(shp, f"parameter `{full_name}`")
+        except DplError as e:
+            raise e.at(stmt.shape.span)
         if isinstance(stmt.init, A.Init):
             args = [raw(self.eval(a, frame)) for a in stmt.init.args]
             value = initialize(stmt.init.name, args, shp, self.rng, stmt.init.span)
@@ -260,11 +271,8 @@ class Interpreter:
                     raise DplError(f"parameter `{full_name}` is declared {list(shp)} but its value has shape "
                                    f"{list(np.shape(value))}", stmt.init.span) from None
         value = B.xp.array(value, dtype=B.float_dtype)
-        if full_name in self.loaded_params:
-            loaded = self.loaded_params.pop(full_name)
-            if loaded.shape != shp:
-                raise DplError(f"parameter `{full_name}` is declared {list(shp)} but the params file has "
-                               f"{list(loaded.shape)}", stmt.span)
+        loaded = self.loaded_params.take(full_name, shp, stmt.span)  # a shape that differs is an error here
+        if loaded is not None:
             value = B.xp.asarray(loaded, dtype=B.float_dtype)
         self.params[full_name] = value
 
@@ -335,10 +343,13 @@ class Interpreter:
             raise DplError(f"`for` iterates over range(...) or the first axis of a tensor, "
                            f"got {describe_type(it)}", s.iter.span)
         r = raw(it)
-        items = list(r) if type(it) is not Box else [ops.index(it, key=(i,)) for i in range(len(r))]
+        items = iter(r) if type(it) is not Box else [ops.index(it, key=(i,)) for i in range(len(r))]
         outer = graph.current_scope
         try:
             for k, x in enumerate(items):
+                self.steps += 1
+                if self.steps > self.max_steps:
+                    raise limits.loop_limit_error("for", s.span, k + 1, self.max_steps)
                 graph.enter_scope("iteration", f"for {s.var}: iteration {k}", s.span)
                 frame.locals[s.var] = x
                 out = self.exec_block(s.body, frame)
@@ -354,6 +365,9 @@ class Interpreter:
             while self.condition(s.cond, frame, "while"):
                 graph.enter_scope("iteration", f"while: iteration {k}", s.span)
                 k += 1
+                self.steps += 1
+                if self.steps > self.max_steps:
+                    raise limits.loop_limit_error("while", s.span, k, self.max_steps)
                 out = self.exec_block(s.body, frame)
                 graph.leave_scope(outer)
                 if out is not None:
@@ -385,6 +399,7 @@ class Interpreter:
         n = raw(self.eval(s.max, frame))
         if kind(n) not in "iu" or np.ndim(n) != 0 or kind(n) == "" or int(n) < 1:
             raise DplError(f"`max` of `soft while` must be an integer ≥ 1, got {describe_type(n)}", s.max.span)
+        self.add_steps(int(n), f"the `soft while` loop at {s.span} would run {int(n)} iterations", s.span)
         state = [v for v in assigned_names(s.body) if v in frame.locals]
         cur = dict(frame.locals)
         states, cs = [{v: cur[v] for v in state}], []
@@ -406,6 +421,14 @@ class Interpreter:
             frame.locals[v] = expectation(weights, [st[v] for st in states], s.span)
         if s.steps:
             frame.locals[s.steps] = expectation(weights, [B.float_dtype.type(k) for k in range(len(states))], s.span)
+
+    def add_steps(self, n: int, what: str, span) -> None:
+        """Count `n` loop iterations known in advance (`what` would run them) against max_steps."""
+        if self.steps + n > self.max_steps:
+            done = f" after the {self.steps} already run" if self.steps else ""
+            raise DplError(f"{what}{done}, more than the limit of {self.max_steps} loop iterations; "
+                           f"raise --max-steps if that is intended", span)
+        self.steps += n
 
     def _declaration_only_at_top(self, s, frame):
         if not frame.top:
@@ -431,6 +454,8 @@ class Interpreter:
     def _import(self, s: A.Import, frame):
         self._declaration_only_at_top(s, frame)
         path = Path(s.path)
+        if path.suffix != ".dpl":
+            raise DplError(f"`import` loads DPL programs (.dpl files), not `{s.path}`", s.span)
         if not path.is_absolute():
             path = Path(s.span.file).parent / path
         self.load_dpl(path, s.span)
@@ -513,6 +538,9 @@ class Interpreter:
     def _name(self, n: A.Name, frame):
         v = self.lookup_optional(n.id, frame)
         if v is None:
+            if n.id in frame.locals or n.id in self.globals:  # bound to the result of a call that returned nothing
+                raise DplError(f"`{n.id}` has no value: it was assigned the result of a function that returned "
+                               f"nothing", n.span)
             raise DplError(f"unknown name `{n.id}`{suggest(n.id, self.visible_names(frame))}", n.span)
         return v
 
@@ -527,6 +555,10 @@ class Interpreter:
             for v, side in ((a, n.left), (b, n.right)):
                 if kind(v) != "b":
                     raise DplError(f"`{op}` needs booleans, got {describe_type(v)}", side.span)
+            try:
+                limits.check_broadcast((np.shape(raw(a)), np.shape(raw(b))), f"`{op}`")
+            except DplError as e:
+                raise e.at(n.span)
             return self.apply(ops.logical_and if op == "and" else ops.logical_or, (a, b), n, op)
         b = self.eval(n.right, frame)
         graph.set_span(n.span)
@@ -542,6 +574,12 @@ class Interpreter:
         for v, side in ((a, n.left), (b, n.right)):
             if not is_tensor(v):
                 raise DplError(f"`{op}` needs numbers or tensors, got {describe_type(v)}", side.span)
+        ra, rb = raw(a), raw(b)
+        if op != "@" and getattr(ra, "ndim", 0) and getattr(rb, "ndim", 0) and ra.shape != rb.shape:
+            try:  # broadcasting may grow the result: refuse one too large to allocate
+                limits.check_broadcast((ra.shape, rb.shape), f"`{op}`")
+            except DplError as e:
+                raise e.at(n.span)
         if op in _COMPARE:
             return self.apply(_COMPARE[op], (a, b), n, op)
         ka, kb = kind(a), kind(b)
@@ -618,6 +656,10 @@ class Interpreter:
         except DplError as e:
             e.called_from(span, f.name)
             raise
+        except (RecursionError, MemoryError) as e:  # converted in the innermost call with room left to do it
+            err = too_deep_or_big(e, graph.current_span or span)
+            err.called_from(span, f.name)
+            raise err from None
         finally:
             self.depth -= 1
             graph.leave_scope(outer)
@@ -636,6 +678,13 @@ class Interpreter:
                 raise DplError(f"index {key[0]} is out of range for a tuple of {len(v)}", n.span) from None
         if not is_tensor(v):
             raise DplError(f"cannot index {describe_type(v)}", n.value.span)
+        if any(getattr(k, "ndim", 0) for k in key):  # an integer or boolean array: a gather can be larger than x
+            out = limits.index_shape(np.shape(raw(v)), key)
+            if out is not None:
+                try:
+                    limits.check_elements(out, "indexing")
+                except DplError as e:
+                    raise e.at(n.span)
         try:
             return ops.index(v, key=key[0] if len(key) == 1 and hasattr(key[0], "dtype") else key)
         except IndexError as e:
@@ -693,6 +742,14 @@ class Interpreter:
              A.Call: _call, A.Index: _index, A.Attr: _attr, A.ListLit: _list, A.TupleExpr: _tuple}
 
 
+def too_deep_or_big(e: BaseException, span) -> DplError:
+    """A DplError for Python running out of stack or of memory while running the program."""
+    if isinstance(e, RecursionError):
+        return DplError(limits.TOO_DEEP, span)
+    return DplError(f"out of memory{': ' + str(e) if str(e) else ''}; --max-elements limits the size of "
+                    f"one tensor", span)
+
+
 def start_span(node) -> Span:
     """Where an expression begins (a binary operation's own span is its operator)."""
     while isinstance(node, (A.BinOp, A.Index, A.Call, A.Attr)):
@@ -711,6 +768,14 @@ def make_tensor(items, n):
     if len(shapes) > 1:
         raise DplError(f"the elements of a tensor literal must have equal shapes, got "
                        f"{' and '.join(str(list(s)) for s in sorted(shapes))}", n.span)
+    (shp,) = shapes
+    if len(shp) >= limits.MAX_DIMS:
+        raise DplError(f"a tensor literal nested more than {limits.MAX_DIMS} levels deep: tensors have at most "
+                       f"{limits.MAX_DIMS} axes", n.span)
+    try:
+        limits.check_elements((len(items),) + shp, "a tensor literal")
+    except DplError as e:
+        raise e.at(n.span)
     kinds = {kind(x) for x in items}
     if "f" in kinds:
         items = [to_float(x) for x in items]
@@ -730,10 +795,14 @@ def check_matmul(a, b, span):
         raise DplError(f"shape mismatch in `@`: {list(sa)} @ {list(sb)} (inner sizes {sa[-1]} and {inner_b} "
                        f"differ)", span)
     try:
-        np.broadcast_shapes(sa[:-2], sb[:-2])
+        batch = limits.broadcast_shape((sa[:-2], sb[:-2]))
     except ValueError:
         raise DplError(f"shape mismatch in `@`: batch dimensions of {list(sa)} @ {list(sb)} do not broadcast",
                        span) from None
+    try:
+        limits.check_elements(batch + sa[-2:-1] + sb[-1:] if len(sb) > 1 else batch + sa[-2:-1], "`@`")
+    except DplError as e:
+        raise e.at(span)
 
 
 def bind_args(name, params, args, kwargs, span) -> dict:

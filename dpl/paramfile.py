@@ -1,7 +1,9 @@
-"""Parameter files: .npz keyed by parameter name, written atomically, read without pickle."""
+"""Parameter files: .npz keyed by parameter name, written atomically, read without pickle and checked
+against the parameters the program declares."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,12 +14,17 @@ from .errors import DplError
 
 
 def save_params(path, params: dict) -> None:
-    write_atomic(path, lambda f: np.savez(f, **{k: B.to_host(v) for k, v in params.items()}))
+    write_npz(path, {k: B.to_host(v) for k, v in params.items()})
+
+
+def write_npz(path, arrays: dict) -> None:
+    """An uncompressed .npz of `arrays` (no object arrays, so it reads back without pickle), atomically."""
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def write_atomic(path, content) -> None:
     """Write bytes (or call content(file)) to a temporary file beside `path`, fsync, then rename:
-    the old file survives any failure."""
+    the old file survives any failure, and a failure to write (a full disk) is a DplError."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -30,11 +37,14 @@ def write_atomic(path, content) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise DplError(f"cannot write {path}: {e.strerror or e}; the previous file, if any, is unchanged") \
+                from None
         raise
 
 
@@ -48,12 +58,94 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def load_params(path) -> dict:
+def read_npz(path, what: str = "params file") -> dict:
+    """Every array of an .npz, read without pickle (object arrays are refused)."""
     path = Path(path)
     if not path.is_file():
-        raise DplError(f"no such params file: {path}")
+        raise DplError(f"no such {what}: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with z:
             return {k: z[k] for k in z.files}
-    except (ValueError, OSError) as e:
-        raise DplError(f"cannot read params file {path}: {e}") from None
+    except Exception as e:  # not a zip, pickled objects, a truncated member: a damaged file, not a bug in DPL
+        raise DplError(f"cannot read {what} {path}: {e}") from None
+
+
+def load_params(path, partial: bool = False) -> "LoadedParams":
+    """The parameters of a params file, or those a checkpoint holds (its latest values)."""
+    from .checkpoint import is_checkpoint, params_of
+    arrays = read_npz(path)
+    if is_checkpoint(arrays):
+        arrays = params_of(arrays, path)
+    for name, a in arrays.items():
+        if a.dtype.kind not in "fiub":
+            raise DplError(f"cannot read params file {path}: `{name}` holds {a.dtype} values, not numbers")
+    return LoadedParams(arrays, source=str(path), partial=partial)
+
+
+class LoadedParams(dict):
+    """The entries of a params file not yet taken by a `param` declaration, and the differences found so far
+    between the file and the program: names the program declares that the file lacks (`missing`) and shapes
+    that differ (`mismatched`); what is left in the dict at the end are names the program never declared."""
+
+    def __init__(self, arrays=None, source: str | None = None, partial: bool = False):
+        super().__init__(arrays or {})
+        self.source, self.partial = source, partial
+        self.missing: list[str] = []
+        self.mismatched: list[tuple[str, tuple, tuple]] = []
+
+    @classmethod
+    def of(cls, arrays) -> "LoadedParams":
+        """`arrays` itself when it is one already, else a lenient one (the Python API: missing names allowed)."""
+        return arrays if isinstance(arrays, cls) else cls(arrays)
+
+    @property
+    def what(self) -> str:
+        return f"the params file {self.source}" if self.source else "the given parameters"
+
+    def take(self, name: str, shape: tuple, span):
+        """The file's value for the parameter `name` of declared `shape`, or None to keep its initializer.
+        A shape that differs is an error at the declaration, before the value can be used (unless partial)."""
+        if name not in self:
+            if self.source is not None:
+                self.missing.append(name)
+            return None
+        value = self.pop(name)
+        if value.shape == shape:
+            return value
+        self.mismatched.append((name, shape, value.shape))
+        if self.partial:
+            return None
+        also = f"; the file also lacks {', '.join(f'`{n}`' for n in self.missing)}" if self.missing else ""
+        has = "has" if self.source else "have"
+        raise DplError(f"parameter `{name}` is declared {list(shape)} but {self.what} {has} {list(value.shape)}"
+                       f"{also} (--partial loads only the entries that match)", span)
+
+    def differences(self, final: bool) -> list[str]:
+        """One line per difference; names the file has but the program never declared only once it has ended."""
+        out = [f"shape: `{n}` is declared {list(d)} but the file has {list(f)}" for n, d, f in self.mismatched]
+        out += [f"missing: `{n}` is declared but not in the file" for n in self.missing]
+        if final:
+            out += [f"extra: `{n}` is in the file but the program declares no such parameter" for n in sorted(self)]
+        return out
+
+    def _report(self, what: str, final: bool) -> str:
+        return f"{self.what} {what}:\n" + "\n".join(f"    {d}" for d in self.differences(final))
+
+    def check(self, final: bool = True) -> None:
+        """Raise one DplError listing every difference found so far (the file must match exactly), or with
+        --partial print them as one warning. Called when the first train block starts and when the program
+        ends; `final` adds the names the program never declared."""
+        if self.source is None or not self.differences(final):
+            return
+        if not self.partial:
+            raise DplError(self._report(_NO_MATCH, final))
+        if final:
+            print(f"dpl: warning: {self._report(_PARTIAL, True)}", file=sys.stderr)
+
+
+_NO_MATCH = ("does not match the program's parameters (--partial loads the entries that match and keeps the "
+             "initializers of the others)")
+_PARTIAL = "matches the program only in part; with --partial the matching entries were loaded, the others not"

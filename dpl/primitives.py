@@ -15,6 +15,7 @@ from .builtins import builtin, floats, integer, tensor
 from .errors import DplError
 from .graph import raw
 from .interp import Function, Instance, describe_type, kind
+from .limits import broadcast_shape, check_elements
 
 # ---- attention ----------------------------------------------------------------------------
 
@@ -25,6 +26,14 @@ def _is_function(v):
 
 def _scores(interp, span, q, K, score, single):
     """One score per key: [..., T] for a single query, [..., Tq, T] for a block of queries."""
+    sq, sk = np.shape(raw(q)), np.shape(raw(K))
+    try:
+        scores = (broadcast_shape((sq[:-1], sk[:-2])) + sk[-2:-1] if single
+                  else broadcast_shape((sq[:-2], sk[:-2])) + (sq[-2], sk[-2]))
+    except ValueError:
+        scores = None  # reported below
+    if scores is not None:
+        check_elements(scores, "the attention scores")
     if _is_function(score):
         s = interp.call(score, [q, K], {}, span)
         if kind(s) != "f":
@@ -163,6 +172,14 @@ def read_(M, key, beta):
 def write(M, w, erase, add):
     M, w, erase, add = floats(M, "M"), floats(w, "w"), floats(erase, "erase"), floats(add, "add")
     sw, se = np.shape(raw(w)), np.shape(raw(erase))
+    sa, sm = np.shape(raw(add)), np.shape(raw(M))
+    if se and sa:  # the outer products w eraseᵀ and w addᵀ and their blend with M: checked before computing them
+        try:
+            out = broadcast_shape((sm, broadcast_shape((sw + (1,), se[:-1] + (1, se[-1]), sa[:-1] + (1, sa[-1])))))
+        except ValueError:
+            raise DplError(f"`write`: w {list(sw)} weights the rows of M {list(sm)} and erase {list(se)} and add "
+                           f"{list(sa)} its columns, but these shapes do not fit together") from None
+        check_elements(out, "`write`")
     wc = ops.reshape(w, shape=sw + (1,))                    # [..., N, 1]
     er = ops.reshape(erase, shape=se[:-1] + (1, se[-1]))    # [..., 1, W]
     sa = np.shape(raw(add))
@@ -283,6 +300,7 @@ def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol
             return ops.add(y, ops.mul(ops.sub(b, a), rhs(a, y)))
         if method == "dopri5":
             return _dopri5(rhs, y, a, b, steps, float(raw(floats(rtol))), float(raw(floats(atol))))
+        interp.add_steps(steps, f"`odeint` would take {steps} steps", span)  # counted before they are taken
         return _fixed(rhs, y, a, b, steps, method)
 
     if ts is None:
@@ -348,6 +366,29 @@ def sparse_matmul(A: Sparse, X):
     return spmm(X, A=A)
 
 
+def _check_csr(data, indices, indptr, shp) -> None:
+    """Refuse CSR parts that do not describe a matrix: scipy checks only some of this, and reads out of bounds
+    (a crash) on an `indptr` that decreases where no entries are left."""
+    data, indices, indptr = (np.asarray(B.to_host(a)) for a in (data, indices, indptr))
+    for name, a in (("indices", indices), ("indptr", indptr)):
+        if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+            raise DplError(f"`csr`: `{name}` must be a 1-d integer tensor, got {a.dtype.name} of shape "
+                           f"{list(a.shape)}")
+    if data.ndim != 1 or data.shape != indices.shape:
+        raise DplError(f"`csr`: `data` and `indices` must be 1-d of one length, got shapes {list(data.shape)} and "
+                       f"{list(indices.shape)}")
+    rows, cols = shp
+    if rows < 0 or cols < 0:
+        raise DplError(f"`csr`: a shape cannot have negative sizes: {list(shp)}")
+    if indptr.shape[0] != rows + 1:
+        raise DplError(f"`csr`: `indptr` must have rows + 1 = {rows + 1} entries, got {indptr.shape[0]}")
+    if indptr[0] != 0 or indptr[-1] != indices.shape[0] or (np.diff(indptr) < 0).any():
+        raise DplError(f"`csr`: `indptr` must rise from 0 to the number of entries ({indices.shape[0]}) "
+                       f"without decreasing")
+    if indices.size and (indices.min() < 0 or indices.max() >= cols):
+        raise DplError(f"`csr`: `indices` must lie in 0..{cols - 1}")
+
+
 @builtin()
 def csr(data, indices, indptr, shape):
     from .builtins import shape_arg
@@ -355,6 +396,7 @@ def csr(data, indices, indptr, shape):
     shp = shape_arg(shape)
     if len(shp) != 2:
         raise DplError(f"`csr` builds a matrix: shape must have 2 sizes, got {list(shp)}")
+    _check_csr(raw(floats(data)), raw(tensor(indices)), raw(tensor(indptr)), shp)
     try:
         m = sp.csr_matrix((raw(floats(data)), raw(tensor(indices)), raw(tensor(indptr))), shape=shp)
         m.check_format(full_check=True) if hasattr(m, "check_format") else None
@@ -369,6 +411,7 @@ def adjacency(edges, n, self_loops=True, normalize="sym"):
     sp = _sparse_module()
     e = np.asarray(B.to_host(raw(tensor(edges, "edges"))))
     n = integer(n, "n")
+    check_elements((n,), "`adjacency`")  # its degree vector; the matrix itself is sparse
     if e.dtype.kind not in "iu" or e.ndim != 2 or e.shape[0] != 2:
         raise DplError(f"`edges` must be a [2, E] integer tensor, got {describe_type(edges)}")
     if e.size and (e.min() < 0 or e.max() >= n):
@@ -395,4 +438,5 @@ def adjacency(edges, n, self_loops=True, normalize="sym"):
 def dense(A):
     if not isinstance(A, Sparse):
         raise DplError(f"`dense` takes a sparse matrix, got {describe_type(A)}")
+    check_elements(A.shape, "`dense`")
     return B.xp.asarray(A.matrix.toarray())

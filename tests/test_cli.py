@@ -311,11 +311,11 @@ def test_params_errors(tmp_path):
     assert "[2]" in r.stderr and "[3]" in r.stderr
 
 
-def test_params_with_unknown_entries_warns(tmp_path):
+def test_params_with_unknown_entries_warns_with_partial(tmp_path):
     prog = write(tmp_path / "t.dpl", TRAINABLE)
     extra = tmp_path / "extra.npz"
     np.savez(extra, w=np.array([5.0, 6.0]), stray=np.ones(2))
-    r = dpl("run", prog, "--params", extra)
+    r = dpl("run", prog, "--params", extra, "--partial")  # without --partial: an error (test_params_loading.py)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "[5.0, 6.0]"
     assert "stray" in r.stderr and "warning" in r.stderr
@@ -326,6 +326,6 @@ def test_params_partial_file_keeps_other_initializers(tmp_path):
     part = tmp_path / "part.npz"
     np.savez(part, w=np.array([5.0, 6.0]))
     base = dpl("run", prog)
-    r = dpl("run", prog, "--params", part)
+    r = dpl("run", prog, "--params", part, "--partial")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["[5.0, 6.0]", base.stdout.splitlines()[1]]

@@ -425,7 +425,7 @@ def test_imported_file_errors_are_placed_in_that_file():
 
 def test_unknown_stdlib_module():
     expect("use nnn\n", """
-        prog.dpl:1:5: no stdlib module `nnn` (did you mean `nn`?); available: nn
+        prog.dpl:1:5: no stdlib module `nnn` (did you mean `nn`?); available: attention, memory, nn, ode, rnn
             use nnn
                 ^^^""")
 
@@ -513,7 +513,8 @@ def run_cli(*args, cwd):
     ("fn f(x) = x\nprint(f(1, 2))\n", "prog.dpl:2:7: `f` takes 1 argument (x), got 2"),
     ("x = (1 +\n", "prog.dpl:1:9: syntax error: unexpected end of file; expected an expression"),
     ('import "gone.dpl"\n', "prog.dpl:1:8: cannot import `gone.dpl`: no such file"),
-    ("use nnn\n", "prog.dpl:1:5: no stdlib module `nnn` (did you mean `nn`?); available: nn"),
+    ("use nnn\n", "prog.dpl:1:5: no stdlib module `nnn` (did you mean `nn`?); "
+                  "available: attention, memory, nn, ode, rnn"),
 ])
 def test_cli_run_reports_file_line_col(tmp_path, src, first_line):
     (tmp_path / "prog.dpl").write_text(src)
