@@ -438,12 +438,6 @@ class Trainer:
             self.on_nonfinite(interp)
 
 
-def make_trainer(epochs_override=None, report: TrainReport | None = None, progress=True, on_nonfinite=None,
-                 **options) -> Trainer:
-    """The callback the interpreter calls at each `train` block in `dpl train`."""
-    return Trainer(epochs_override, report, progress, on_nonfinite, **options)
-
-
 def _jsonable(h: dict) -> dict:
     return json.loads(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in h.items()}))
 

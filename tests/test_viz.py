@@ -301,10 +301,10 @@ def test_train_plot_writes_png(tmp_path):
 
 def test_train_report_keeps_step_losses(tmp_path):
     from dpl.interp import Interpreter
-    from dpl.train import make_trainer
+    from dpl.train import Trainer
     p = tmp_path / "t.dpl"
     p.write_text(TRAIN)
-    trainer = make_trainer(progress=False)
+    trainer = Trainer(progress=False)
     Interpreter(mode="train", trainer=trainer).run_file(p)
     r = trainer.report
     assert len(r.step_losses) == r.steps == 10 and len(r.losses) == 5
