@@ -347,10 +347,7 @@ class Interpreter:
         outer = graph.current_scope
         try:
             for k, x in enumerate(items):
-                self.steps += 1
-                if self.steps > self.max_steps:
-                    raise limits.loop_limit_error("for", s.span, k + 1, self.max_steps)
-                graph.enter_scope("iteration", f"for {s.var}: iteration {k}", s.span)
+                self.begin_iteration("for", s.span, k, f"for {s.var}: iteration {k}")
                 frame.locals[s.var] = x
                 out = self.exec_block(s.body, frame)
                 graph.leave_scope(outer)
@@ -359,15 +356,19 @@ class Interpreter:
         finally:
             graph.leave_scope(outer)
 
+    def begin_iteration(self, loop, span, k, label):
+        """Count one hard-loop iteration against --max-steps and open its scope (restored by the loop)."""
+        self.steps += 1
+        if self.steps > self.max_steps:
+            raise limits.loop_limit_error(loop, span, k + 1, self.max_steps)
+        graph.enter_scope("iteration", label, span)
+
     def _while(self, s: A.While, frame):
         outer, k = graph.current_scope, 0
         try:
             while self.condition(s.cond, frame, "while"):
-                graph.enter_scope("iteration", f"while: iteration {k}", s.span)
+                self.begin_iteration("while", s.span, k, f"while: iteration {k}")
                 k += 1
-                self.steps += 1
-                if self.steps > self.max_steps:
-                    raise limits.loop_limit_error("while", s.span, k, self.max_steps)
                 out = self.exec_block(s.body, frame)
                 graph.leave_scope(outer)
                 if out is not None:
