@@ -566,12 +566,13 @@ class Interpreter:
         return self.binary(op, a, b, n)
 
     def binary(self, op, a, b, n):
-        from .primitives import Sparse, sparse_matmul
-        if op == "@" and isinstance(a, Sparse):
-            try:
-                return sparse_matmul(a, b)
-            except DplError as e:
-                raise e.at(n.span)
+        if op == "@":
+            from .primitives import Sparse, sparse_matmul  # here, not per operator: it is on the hot path
+            if isinstance(a, Sparse):
+                try:
+                    return sparse_matmul(a, b)
+                except DplError as e:
+                    raise e.at(n.span)
         for v, side in ((a, n.left), (b, n.right)):
             if not is_tensor(v):
                 raise DplError(f"`{op}` needs numbers or tensors, got {describe_type(v)}", side.span)
