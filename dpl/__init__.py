@@ -76,24 +76,26 @@ def _unbox(v):
     return np.asarray(v) if hasattr(v, "dtype") else v
 
 
-def load(path, seed: int = 0, dtype: str = "float64", stdout=None, params=None) -> Program:
-    """Load and run a program's top level like `dpl run` (train blocks skipped)."""
+def _interpreter(seed, dtype, stdout, params=None):
+    """An interpreter in `dpl run` mode on the CPU with the given float dtype."""
     from . import backend
     from .interp import Interpreter
     backend.use("cpu", dtype)
     np.seterr(all="ignore")
-    interp = Interpreter(mode="run", seed=seed, stdout=stdout or sys.stdout, loaded_params=params)
+    return Interpreter(mode="run", seed=seed, stdout=stdout, loaded_params=params)
+
+
+def load(path, seed: int = 0, dtype: str = "float64", stdout=None, params=None) -> Program:
+    """Load and run a program's top level like `dpl run` (train blocks skipped)."""
+    interp = _interpreter(seed, dtype, stdout or sys.stdout, params)
     interp.run_file(Path(path))
     return Program(interp)
 
 
 def loads(source: str, file: str = "<string>", seed: int = 0, dtype: str = "float64", stdout=None) -> Program:
-    """Like load, from source text (the file name is used in error messages and relative paths)."""
-    from . import backend
-    from .interp import Interpreter
+    """Like load, from source text (the file name is used in error messages and relative paths);
+    its prints are kept in a StringIO unless `stdout` is given."""
     from .parser import parse
-    backend.use("cpu", dtype)
-    np.seterr(all="ignore")
-    interp = Interpreter(mode="run", seed=seed, stdout=stdout or io.StringIO() if stdout is None else stdout)
+    interp = _interpreter(seed, dtype, io.StringIO() if stdout is None else stdout)
     interp.run_program(parse(source, file), Path(file) if Path(file).exists() else None)
     return Program(interp)

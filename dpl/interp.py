@@ -347,30 +347,30 @@ class Interpreter:
         outer = graph.current_scope
         try:
             for k, x in enumerate(items):
-                self.begin_iteration("for", s.span, k, f"for {s.var}: iteration {k}")
+                self.begin_iteration("for", s.span, k, f"for {s.var}: iteration {k}", outer)
                 frame.locals[s.var] = x
                 out = self.exec_block(s.body, frame)
-                graph.leave_scope(outer)
                 if out is not None:
                     return out
         finally:
             graph.leave_scope(outer)
 
-    def begin_iteration(self, loop, span, k, label):
-        """Count one hard-loop iteration against --max-steps and open its scope (restored by the loop)."""
+    def begin_iteration(self, loop, span, k, label, outer):
+        """Count one hard-loop iteration against --max-steps and open its scope beside the previous
+        iteration's, inside `outer` (which the loop restores when it ends)."""
         self.steps += 1
         if self.steps > self.max_steps:
             raise limits.loop_limit_error(loop, span, k + 1, self.max_steps)
+        graph.leave_scope(outer)
         graph.enter_scope("iteration", label, span)
 
     def _while(self, s: A.While, frame):
         outer, k = graph.current_scope, 0
         try:
             while self.condition(s.cond, frame, "while"):
-                self.begin_iteration("while", s.span, k, f"while: iteration {k}")
+                self.begin_iteration("while", s.span, k, f"while: iteration {k}", outer)
                 k += 1
                 out = self.exec_block(s.body, frame)
-                graph.leave_scope(outer)
                 if out is not None:
                     return out
         finally:
