@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DplError, Span
-from .graph import Graph, Trace, raw
+from .graph import Graph, raw
 
 __all__ = ["load", "loads", "Program", "DplError", "Span", "Graph"]
 __version__ = "0.1.0"
@@ -53,13 +53,11 @@ class Program:
     def trace(self, name: str, *args) -> Graph:
         """Record one call: arguments and the parameters it reads are the inputs 1..l."""
         from . import graph as G
-        from .interp import is_tensor
+        from .record import record
         G.set_span(None)
-        trace = Trace()
-        boxed = [trace.input(a, f"arg{i}") if is_tensor(a) else a for i, a in enumerate(self._args(args))]
-        with self.interp.tracing_params(trace):
-            out = self.interp.call(self.function(name), boxed, {}, None)
-        graph = Graph(trace, out if isinstance(out, tuple) else (out,))
+        rec = record(self.interp, self.function(name), self._args(args))
+        out = rec.out
+        graph = Graph(rec.trace, out if isinstance(out, tuple) else (out,))
         graph.result = _unbox(out)
         return graph
 

@@ -13,9 +13,24 @@ class VjpError(Exception):
     """A rule returned the wrong shape: a bug in DPL, reported with the op's name."""
 
 
-def backward(trace: Trace, out: Box, wrt: list[Box], seed=None) -> list:
-    """Adjoints ∂out/∂w for each input box in `wrt` (None where out does not depend on it)."""
+def depends(trace: Trace, wrt) -> set:
+    """The nodes whose value depends on one of `wrt` (input nodes): the only ones an adjoint can reach them through."""
+    live = {w.node for w in wrt}
+    for node in trace.nodes:
+        for _, p in node.parents:
+            if p in live:
+                live.add(node)
+                break
+    return live
+
+
+def backward(trace: Trace, out: Box, wrt: list[Box], seed=None, log: list | None = None) -> list:
+    """Adjoints ∂out/∂w for each input box in `wrt` (None where out does not depend on it).
+
+    `log`, when given, receives (node, position) for every VJP that contributed, in order: replay
+    compiles exactly that sequence."""
     adj = {out.node: B.xp.ones_like(raw(out.value)) if seed is None else seed}
+    live = depends(trace, wrt)
     saved = graph.current_span
     try:
         for node in reversed(trace.nodes):
@@ -24,9 +39,13 @@ def backward(trace: Trace, out: Box, wrt: list[Box], seed=None) -> list:
                 continue
             graph.set_span(node.span)
             for pos, parent in node.parents:
+                if parent not in live:
+                    continue
                 gi = node.op.vjp(pos, g, node.value, node.args, node.attrs)
                 if gi is None:
                     continue
+                if log is not None:
+                    log.append((node, pos))
                 want = np.shape(raw(parent.value))
                 if np.shape(raw(gi)) != want:
                     raise VjpError(f"vjp of `{node.op.name}` for argument {pos} has shape "

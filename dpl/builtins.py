@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from . import backend as B
-from . import ops
+from . import graph, ops
 from .errors import DplError
-from .graph import Box, Trace, raw
+from .graph import Box, raw
 from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, to_float
 from .limits import check_broadcast, check_elements
 
@@ -82,7 +82,7 @@ def integer(x, what) -> int:
     if type(x) is int:
         return x
     if type(x) is Box:  # a hard decision taken from a traced value: keep it as a guard
-        x.trace.guard(x, int(raw(x)))
+        graph.guard(x, int(raw(x)))
     r = raw(x)
     if isinstance(r, (bool, np.bool_)) or kind(r) not in ("i", "u") or np.ndim(r) != 0:
         hint = "; use int(...) to convert" if kind(r) == "f" else ""
@@ -237,12 +237,12 @@ def argmin(x, axis=None):
 
 @builtin("any")
 def any_(x, axis=None):
-    return B.xp.any(raw(tensor(x)), axis=axis_arg(axis))
+    return ops.any_(tensor(x), axis=axis_arg(axis))  # recorded, so a hard `if` on it is guarded
 
 
 @builtin("all")
 def all_(x, axis=None):
-    return B.xp.all(raw(tensor(x)), axis=axis_arg(axis))
+    return ops.all_(tensor(x), axis=axis_arg(axis))
 
 
 # ---- casts and shapes ----------------------------------------------------------------------------
@@ -402,12 +402,14 @@ def cross_entropy(logits, labels):
 
 @builtin(context=True)
 def uniform(interp, span, lo, hi, shape):
+    graph.taint("a random draw (`uniform`) inside it")
     return B.xp.asarray(interp.rng.uniform(float(raw(lo)), float(raw(hi)), new_shape(shape, "`uniform`")),
                         dtype=B.float_dtype)
 
 
 @builtin(context=True)
 def normal(interp, span, mean, std, shape):
+    graph.taint("a random draw (`normal`) inside it")
     return B.xp.asarray(interp.rng.normal(float(raw(mean)), float(raw(std)), new_shape(shape, "`normal`")),
                         dtype=B.float_dtype)
 
@@ -508,6 +510,7 @@ def _csv_problem(path: Path) -> None:
 
 @builtin(context=True)
 def load(interp, span, file, key=None):
+    graph.taint("a file read (`load`) inside it")
     if not isinstance(file, str):
         raise DplError(f"`load` takes a file name string, got {describe_type(file)}")
     path = Path(file)
@@ -551,6 +554,7 @@ def load(interp, span, file, key=None):
 @builtin("print", context=True)
 def print_(interp, span, *values):
     from .values import format_value
+    graph.taint("`print` inside it")
     interp.stdout.write(" ".join(format_value(v) for v in values) + "\n")
     interp.stdout.flush()
 
@@ -567,27 +571,20 @@ class GradFn:
         return f"<{'value_and_grad' if self.with_value else 'grad'} of {getattr(self.f, 'describe', lambda: '?')()}>"
 
     def dpl_call(self, interp, args, kwargs, span):
-        from .autodiff import as_float, backward, zeros_like
+        from .autodiff import zeros_like
+        from .record import gradients
         k = self.argnum
         if k >= len(args):
             raise DplError(f"grad with argnum = {k} needs at least {k + 1} positional arguments, got {len(args)}",
                            span)
         x = tensor(args[k], "the differentiated argument")
-        trace = Trace()
-        bx = trace.input(as_float(x), f"arg{k}")
-        args = list(args)
-        args[k] = bx
-        out = interp.call(self.f, args, kwargs, span)
-        if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
-            raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}", span)
-        if type(out) is Box and out.trace is trace:
-            g = backward(trace, out, [bx])[0]
-            value = out.value
-        else:
-            g, value = None, out
+
+        def check(out):
+            if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
+                raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}", span)
+        value, (g,), _ = gradients(interp, self.f, list(args), span, wrt_args=(k,), check=check, kwargs=kwargs)
         g = zeros_like(x) if g is None else g
         return (value, g) if self.with_value else g
-
 
 
 def _grad_args(f, argnum):

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 
 
+DEFAULT_THREADS = 1  # measured: benchmarks/RESULTS.md, "Threads"
+
+
 def _common(p):
     p.add_argument("file", help="the .dpl program")
     p.add_argument("--seed", type=int, default=0, help="seed of uniform/normal and initializers (default 0)")
@@ -17,6 +20,10 @@ def _common(p):
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     p.add_argument("--max-steps", type=int, metavar="N", help="most hard-loop iterations in total (default 10000000)")
     p.add_argument("--max-elements", type=int, metavar="N", help="most elements of one tensor (default 2**31)")
+    p.add_argument("--no-replay", action="store_true",
+                   help="record every gradient call afresh instead of replaying compiled plans (same results)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="BLAS threads (default 1: small matrices run faster on one; see docs/DESIGN.md)")
 
 
 def _inspection(sub):
@@ -128,6 +135,13 @@ def _dispatch(args) -> int:
     from .limits import configure
 
     configure(getattr(args, "max_steps", None), getattr(args, "max_elements", None))  # defaults unless given
+    from . import replay
+    replay.enabled = not getattr(args, "no_replay", False)
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise DplError(f"--threads must be at least 1, got {threads}")
+    if args.command in ("run", "train"):
+        replay.limit_threads(threads or DEFAULT_THREADS)
     if args.command == "repl":
         from .repl import main as repl_main
         return repl_main(args)

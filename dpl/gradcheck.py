@@ -11,7 +11,7 @@ import numpy as np
 from . import backend as B
 from . import graph as G
 from .errors import DplError
-from .graph import Box, Trace, raw
+from .graph import Box, raw
 from .ops import Op
 
 
@@ -39,6 +39,7 @@ def gradcheck(prog, fn_name: str, *args, eps: float = 1e-6) -> list[Row]:
     random w. The random generator is reset before every evaluation, so `normal(...)` inside f is fixed."""
     from .autodiff import backward
     from .interp import kind
+    from .record import record
     if B.float_dtype != np.float64 or B.xp is not np:
         raise DplError("gradcheck runs in float64 on the CPU (load the program with dtype='float64')")
     interp = prog.interp
@@ -47,19 +48,18 @@ def gradcheck(prog, fn_name: str, *args, eps: float = 1e-6) -> list[Row]:
     wrt_args = [k for k, a in enumerate(args) if kind(a) == "f"]
     state = interp.rng.bit_generator.state
 
-    def run(call_args):
-        interp.rng.bit_generator.state = state
-        out = interp.call(f, call_args, {}, None)
+    def checked(out):
         if kind(out) != "f":
             raise DplError(f"gradcheck needs `{fn_name}` to return a float tensor")
         return out
 
-    trace = Trace()
-    boxed = list(args)
-    for k in wrt_args:
-        boxed[k] = trace.input(args[k], f"arg{k}")
-    with interp.tracing_params(trace) as param_boxes:
-        out = run(boxed)
+    def run(call_args):
+        interp.rng.bit_generator.state = state
+        return checked(interp.call(f, call_args, {}, None))
+
+    interp.rng.bit_generator.state = state
+    rec = record(interp, f, args, box=wrt_args)
+    trace, boxed, param_boxes, out = rec.trace, rec.args, rec.params, checked(rec.out)
     weights = np.random.default_rng(0).standard_normal(np.shape(raw(out)))
     wrt = [boxed[k] for k in wrt_args] + list(param_boxes.values())
     if type(out) is Box and out.trace is trace:
@@ -186,7 +186,9 @@ def detect_nan(enabled: bool = True):
         return gi
 
     Op.__call__, Op.vjp = checked_call, checked_vjp
+    G.checking = True  # a replayed plan would run the ops unchecked
     try:
         yield
     finally:
         Op.__call__, Op.vjp = call, vjp
+        G.checking = False

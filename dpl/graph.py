@@ -85,10 +85,11 @@ class Trace:
         self.level = next(_levels)
         self.inputs: list[Node] = []
         self.nodes: list[Node] = []
-        # Control-flow decisions taken from traced values, as (node, value taken, span).
-        # Replay hook: a recorded graph may be re-run for new inputs of the same shapes
-        # while every guard comes out the same; a failed guard means "record again".
-        self.guards: list[tuple[Node, object, object]] = []
+        # Control-flow decisions taken from traced values, as (node, value taken, span, position in
+        # `nodes`). Replay re-runs the recording for new inputs of the same shapes while every guard
+        # comes out the same; a failed guard means "record again".
+        self.guards: list[tuple[Node, object, object, int]] = []
+        self.tainted: str | None = None  # why this recording cannot be replayed (a random draw, a print...)
 
     def input(self, value, name=None) -> Box:
         node = Node(None, (), {}, (), value, current_span, name)
@@ -96,7 +97,28 @@ class Trace:
         return Box(value, self, node)
 
     def guard(self, box: Box, taken) -> None:
-        self.guards.append((box.node, taken, current_span))
+        self.guards.append((box.node, taken, current_span, len(self.nodes)))
+
+
+recording: list[Trace] = []  # traces being recorded by dpl.record, innermost last
+checking = False  # --detect-nan is checking every op: nothing is replayed
+
+
+def guard(v, taken):
+    """Keep a hard decision taken from v as a guard of every trace v belongs to (a branch inside `grad`
+    is a decision of the outer recording too); returns `taken`."""
+    while type(v) is Box:
+        v.trace.guard(v, taken)
+        v = v.value
+    return taken
+
+
+def taint(reason: str) -> None:
+    """Something that a replay would not repeat happened (a random draw, a print, a file read): the
+    recordings in progress compute from more than their inputs and must not be replayed."""
+    for t in recording:
+        if t.tainted is None:
+            t.tainted = reason
 
 
 def raw(v):

@@ -172,6 +172,9 @@ class Interpreter:
         self.top = Frame(self.globals, top=True)
         self._const: dict[int, tuple] = {}  # literal values by AST node
         self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention
+        self.reads: dict | None = None  # top-level names read while a replayable recording runs (dpl.record)
+        self.replay = True  # --no-replay turns it off
+        self.plans: dict = {}  # replay plans by function and argument signature (dpl.record)
 
     def record_attention(self, span, alpha) -> None:
         """Keep the weights of each attend/attention call with its source line (the last 256 calls)."""
@@ -329,10 +332,7 @@ class Interpreter:
                     f"or use `{soft}` to branch differentiably on a tensor") if is_tensor(v) else ""
             raise DplError(f"`{what}` condition must be a scalar boolean, got {describe_type(v)}{hint}",
                            start_span(node))
-        taken = bool(r)
-        if type(v) is Box:
-            v.trace.guard(v, taken)
-        return taken
+        return graph.guard(v, bool(r))
 
     def _if(self, s: A.If, frame):
         return self.exec_block(s.body if self.condition(s.cond, frame, "if") else s.orelse, frame)
@@ -497,7 +497,11 @@ class Interpreter:
     def lookup_optional(self, name, frame):
         if name in frame.locals:
             v = frame.locals[name]
-            return self.read_param(v.name) if type(v) is ParamRef else v
+            if type(v) is ParamRef:
+                return self.read_param(v.name)
+            if frame.top and self.reads is not None:
+                self.reads.setdefault(name, v)
+            return v
         inst = frame.instance
         if inst is not None:
             if name in inst.params:
@@ -508,7 +512,11 @@ class Interpreter:
                 return inst.values[name]
         if name in self.globals:
             v = self.globals[name]
-            return self.read_param(v.name) if type(v) is ParamRef else v
+            if type(v) is ParamRef:
+                return self.read_param(v.name)
+            if self.reads is not None:  # a replayable recording: replay checks the name still holds v
+                self.reads.setdefault(name, v)
+            return v
         return self.builtins.get(name)
 
     def visible_names(self, frame):
@@ -707,7 +715,7 @@ class Interpreter:
     def unguarded(self, v):
         """The plain value of something a hard decision is taken on (an index, a bound), kept as a guard."""
         if type(v) is Box:
-            v.trace.guard(v, B.to_host(raw(v)))
+            graph.guard(v, B.to_host(raw(v)))
         return raw(v)
 
     def index_int(self, node, frame) -> int:

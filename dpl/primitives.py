@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from . import backend as B
-from . import ops
+from . import graph, ops
 from .builtins import builtin, floats, integer, tensor
 from .errors import DplError
 from .graph import raw
@@ -254,6 +254,7 @@ def _dopri5(rhs, y, t0, t1, steps, rtol, atol, max_steps=100000):
     step sizes are those fractions of the traced t1 − t0, so y(t1) is
     differentiable w.r.t. t0 and t1 as well.
     """
+    graph.taint("`odeint` with dopri5, whose step sizes are chosen from values")
     span_t = float(raw(t1)) - float(raw(t0))
     if span_t == 0:
         return y
@@ -295,7 +296,8 @@ def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol
     rhs = _Rhs(interp, span, f, np.shape(raw(y0)))
 
     def solve(y, a, b):
-        if float(raw(a)) == float(raw(b)):
+        same = ops.eq(a, b)
+        if graph.guard(same, bool(raw(same))):
             # an empty interval: y itself in value, with the first-order dependence on a and b kept
             return ops.add(y, ops.mul(ops.sub(b, a), rhs(a, y)))
         if method == "dopri5":

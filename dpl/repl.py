@@ -18,8 +18,9 @@ import numpy as np
 from . import ast as A
 from . import graph
 from .errors import DplError
-from .graph import Box, Graph, Trace, raw
+from .graph import Box, Graph, raw
 from .interp import Frame, Instance, Interpreter, _Return, describe_type, kind
+from .record import record
 from .parser import RESERVED, parse
 from .resources import data_dir
 from .values import format_value
@@ -74,40 +75,32 @@ def annotate(v) -> str:
     return text
 
 
-class _Recording:
-    """Evaluate with the parameters read, and the float variables read (all, or only `variables`), as inputs."""
+class _Expr:
+    """An expression as a callable for dpl.record: the float variables it reads (all, or only `variables`)
+    become inputs of the recording, as they are read; parameters are inputs as in any recording."""
 
-    def __init__(self, interp: Interpreter, trace: Trace, variables=None):
-        self.interp, self.trace, self.variables = interp, trace, variables
+    def __init__(self, expr, variables=None):
+        self.expr, self.variables = expr, variables
         self.inputs: dict[str, Box] = {}
 
-    def __enter__(self):
-        interp, rec = self.interp, self
+    def dpl_call(self, interp, args, kwargs, span):
+        trace, rec = graph.recording[-1], self
 
         class Globals(dict):
             def __getitem__(self, name):
                 v = super().__getitem__(name)
                 if type(v) is not Box and kind(v) == "f" and (rec.variables is None or name in rec.variables):
-                    v = rec.inputs[name] = rec.trace.input(v, name)
+                    v = rec.inputs[name] = trace.input(v, name)
                     dict.__setitem__(self, name, v)
                 return v
 
-        self.saved = interp.globals
-        interp.globals = Globals(self.saved)
+        saved = interp.globals
+        interp.globals = Globals(saved)
         graph.set_span(None)  # an input's node has no source position of its own
-        self.params = interp.tracing_params(self.trace)
-        self.param_boxes = self.params.__enter__()
-        return self
-
-    def frame(self) -> Frame:
-        return Frame(self.interp.globals, top=True)
-
-    def boxes(self) -> dict:
-        return {**self.param_boxes, **self.inputs}
-
-    def __exit__(self, *exc):
-        self.params.__exit__(*exc)
-        self.interp.globals = self.saved
+        try:
+            return interp.eval(self.expr, Frame(interp.globals, top=True))
+        finally:
+            interp.globals = saved
 
 
 class Session:
@@ -238,19 +231,18 @@ class Session:
             raise DplError(f"`{name}` is neither a parameter nor a tensor variable")
         if value is not None and kind(value) != "f":
             self.interp.globals[name] = as_float(value)  # grad treats integers as floats
-        trace = Trace()
+        call = _Expr(expr, variables={name})
         try:
-            with _Recording(self.interp, trace, variables={name}) as rec:
-                out = self.interp.eval(expr, rec.frame())
-                box = rec.boxes().get(name)
+            rec = record(self.interp, call, [])
         finally:
             if value is not None:
                 self.interp.globals[name] = value
+        out, box = rec.out, {**rec.params, **call.inputs}.get(name)
         if kind(out) != "f" or np.ndim(raw(out)) != 0:
             raise DplError(f":grad needs an expression with a 0-d float value, got {describe_type(out)}")
         g = None
-        if box is not None and type(out) is Box and out.trace is trace:
-            g = backward(trace, out, [box])[0]
+        if box is not None and type(out) is Box and out.trace is rec.trace:
+            g = backward(rec.trace, out, [box])[0]
         wrt = self.interp.params[name] if is_param else value
         print(annotate(zeros_like(wrt) if g is None else raw(g)), file=self.out)
 
@@ -259,13 +251,13 @@ class Session:
         if not arg or not m:
             raise DplError("usage: :graph EXPR [-o FILE]")
         expr, dest = self._parse_expr(m.group(1)), m.group(2)
-        trace = Trace()
-        with _Recording(self.interp, trace) as rec:
-            out = self.interp.eval(expr, rec.frame())
-        trace.inputs.sort(key=lambda node: node.name not in rec.inputs)  # variables first, then parameters
-        g = Graph(trace, out if isinstance(out, tuple) else (out,))
+        call = _Expr(expr)
+        rec = record(self.interp, call, [])
+        out = rec.out
+        rec.trace.inputs.sort(key=lambda node: node.name not in call.inputs)  # variables first, then parameters
+        g = Graph(rec.trace, out if isinstance(out, tuple) else (out,))
         if dest:
-            write_graph(g, Path(dest), len(rec.inputs))
+            write_graph(g, Path(dest), len(call.inputs))
             print(f"wrote {dest} ({g.n} nodes, {g.l} inputs)", file=self.out)
         elif g.n:
             print(g.pretty(), file=self.out)

@@ -14,11 +14,10 @@ import numpy as np
 
 from . import ast as A
 from . import backend as B
-from .autodiff import backward
 from .builtins import OptimizerSpec, adam, integer
 from .errors import DplError
 from .gradcheck import NonFiniteError
-from .graph import Box, Trace, raw
+from .graph import raw
 from .interp import describe_type, is_tensor, kind
 
 
@@ -91,22 +90,17 @@ class Optimizer:
 
 
 def loss_and_grads(interp, loss_fn, args, span):
-    """One forward and backward pass: the loss and ∂loss/∂p for every parameter (zeros where unused)."""
-    trace = Trace()
-    with interp.tracing_params(trace) as boxes:
-        for name in interp.params:
-            interp.read_param(name)
-        out = interp.call(loss_fn, args, {}, span)
+    """One forward and backward pass: the loss and ∂loss/∂p for every parameter (zeros where unused);
+    replayed from a plan once the step has been recorded twice the same way (dpl.record)."""
+    from .record import gradients
+
+    def check(out):
         if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
             raise DplError(f"the loss `{getattr(loss_fn, 'name', '?')}` must return a 0-d float value, "
                            f"got {describe_type(out)}", span)
-        names = list(boxes)
-        if type(out) is Box and out.trace is trace:
-            adj = backward(trace, out, [boxes[n] for n in names])
-        else:
-            adj = [None] * len(names)
-    grads = {n: (B.xp.zeros_like(interp.params[n]) if g is None else raw(g)) for n, g in zip(names, adj)}
-    return float(raw(out)), grads
+    value, _, adj = gradients(interp, loss_fn, args, span, wrt_params=True, check=check)
+    grads = {n: (B.xp.zeros_like(interp.params[n]) if adj.get(n) is None else raw(adj[n])) for n in interp.params}
+    return float(raw(value)), grads
 
 
 def _settings(interp, stmt: A.Train, frame) -> dict:

@@ -20,7 +20,8 @@ import numpy as np
 from . import backend as B
 from . import graph as G
 from .errors import SOURCES, DplError, Span
-from .graph import Graph, Trace, raw
+from .graph import Graph, raw
+from .record import record as record_call
 
 RENDERED = (".svg", ".png", ".pdf")
 INSTALL_DOT = ("Graphviz's `dot` program is not installed; install it with `apt install graphviz` (Debian/Ubuntu) "
@@ -52,12 +53,11 @@ def record(prog, fn_name: str, *args) -> Recording:
     fdef = f.fns.get("call") if hasattr(f, "fns") else getattr(f, "decl", None)  # a module instance: its call
     names = list(getattr(fdef, "params", ()))
     G.set_span(None)
-    trace = Trace()
-    boxed = [trace.input(a, names[i] if i < len(names) else f"arg{i}") for i, a in enumerate(prog._args(args))]
+    call_args = prog._args(args)
     first = next(G.Scope._seq)  # scopes opened from here on belong to this recording
-    with interp.tracing_params(trace):
-        out = interp.call(f, boxed, {}, None)
-    g = Graph(trace, out if isinstance(out, tuple) else (out,))
+    rec = record_call(interp, f, call_args, box=range(len(call_args)), names=names)
+    out = rec.out
+    g = Graph(rec.trace, out if isinstance(out, tuple) else (out,))
     scopes = set()
     for node in g.nodes:
         s = node.scope
@@ -67,7 +67,7 @@ def record(prog, fn_name: str, *args) -> Recording:
     ids = {s: i for i, s in enumerate(sorted(scopes, key=lambda s: s.seq), start=1)}
     calls = {i: Call(i, s.name, s.span, ids.get(s.parent, 0)) for s, i in ids.items()}
     owner = {node.id: 0 if node.op is None else ids.get(node.scope, 0) for node in g.nodes}
-    return Recording(g, calls, owner, len(boxed))
+    return Recording(g, calls, owner, len(call_args))
 
 
 # ---- describing nodes ------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def check_dag(g: Graph) -> None:
     assert d.graph["n"] == n and d.graph["l"] == l
     assert all(d.nodes[i]["op"] == g.op(i) for i in range(1, n + 1))
     # guards refer to recorded nodes
-    for node, taken, _span in g.guards:
+    for node, taken, _span, _at in g.guards:
         assert 1 <= node.id <= n and g.nodes[node.id - 1] is node
         assert isinstance(taken, (bool, int, np.ndarray))  # a branch, a loop count, an index
 
@@ -216,9 +216,9 @@ def test_hard_if_records_the_branch_taken(prog):
     check_dag(neg)
     assert ops(pos) == ["input", "input", "sum", "gt", "mul", "add"]
     assert ops(neg) == ["input", "input", "sum", "gt", "sub"]
-    assert [(node.id, taken) for node, taken, _ in pos.guards] == [(4, True)]
-    assert [(node.id, taken) for node, taken, _ in neg.guards] == [(4, False)]
-    _, _, span = pos.guards[0]
+    assert [(node.id, taken) for node, taken, _, _ in pos.guards] == [(4, True)]
+    assert [(node.id, taken) for node, taken, _, _ in neg.guards] == [(4, False)]
+    _, _, span, _ = pos.guards[0]
     assert (span.file, span.line) == ("graph.dpl", 22)
     np.testing.assert_allclose(pos.result, [3.5, 4.5])
     np.testing.assert_allclose(neg.result, [-3.0, -4.0])
@@ -231,8 +231,8 @@ def test_hard_while_unrolls_as_many_times_as_it_runs(prog):
     check_dag(g3)
     assert ops(g1) == ["input"] + ["lt", "mul"] * 4 + ["lt"]
     assert ops(g3) == ["input"] + ["lt", "mul"] * 2 + ["lt"]
-    assert [taken for _, taken, _ in g1.guards] == [True] * 4 + [False]
-    assert [taken for _, taken, _ in g3.guards] == [True, True, False]
+    assert [taken for _, taken, _, _ in g1.guards] == [True] * 4 + [False]
+    assert [taken for _, taken, _, _ in g3.guards] == [True, True, False]
     assert (g1.result, g3.result) == (16.0, 12.0)
     # the chain of multiplications: each mul reads the previous one
     muls = [i for i in range(1, g1.n + 1) if g1.op(i) == "mul"]

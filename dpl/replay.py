@@ -1,0 +1,288 @@
+"""Replay: a recorded call compiled into a plan that runs its kernels without the interpreter.
+
+A plan is straight-line Python generated from one recording: the forward kernels of the nodes the
+result and the guards need, each guard checked right after its node, then exactly the VJP calls the
+recording's backward pass made, in the same order, adjoints summed as it summed them, and every value
+deleted after its last use. The same functions run on the same values in the same order, so a replay
+gives bit for bit what a fresh recording at those inputs gives; a guard that comes out differently
+raises Miss and the caller records again.
+
+A recording becomes a plan only after a second recording of the same call signature matched it node
+for node, constants included: a constant that differs between two inputs was taken from a value (a
+raw() leak) and would be wrong in a replay, so such a signature is never replayed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend as B
+from .graph import Box
+
+
+enabled = True  # `--no-replay` turns it off for a run
+
+
+def limit_threads(n: int) -> None:
+    """BLAS threads for the rest of the process (threadpoolctl): on a shared machine, more threads than
+    the matrices need slow small-matrix models down several times."""
+    from threadpoolctl import threadpool_limits
+    global _limits
+    _limits = threadpool_limits(limits=n)
+
+
+_limits = None
+
+
+class Miss(Exception):
+    """The plan does not apply to these inputs (a guard, a parameter shape, a rebound name): record."""
+
+
+def function_key(f):
+    """What identifies a callee across calls (a module's functions are bound afresh on every lookup)."""
+    from .interp import Function
+    if type(f) is Function:
+        return ("fn", id(f.decl), id(f.instance), f)
+    return ("obj", id(f), f)
+
+
+def signature(args) -> tuple:
+    """Shapes and dtypes of the tensor arguments; other arguments by identity."""
+    out = []
+    for a in args:
+        dt = getattr(a, "dtype", None)
+        out.append((np.shape(a), dt.str) if dt is not None else ("id", id(a), a))
+    return tuple(out)
+
+
+class Entry:
+    """The plans of one call signature, and the last recording waiting for a second one to confirm it."""
+
+    def __init__(self):
+        self.plans: list[Plan] = []
+        self.candidate = None
+        self.misses = 0
+        self.gave_up = False
+        self.why = None  # the last reason a recording could not become a plan (for tests and --explain)
+
+    def consider(self, rec, wrt, log, wrt_params) -> None:
+        from .record import MAX_PLANS
+        if rec.trace.tainted:
+            self._miss(f"it has {rec.trace.tainted}")
+            return
+        prev, self.candidate = self.candidate, (rec, wrt, log)
+        if prev is None:
+            return
+        why = _mismatch(prev[0], rec)
+        if why is None:
+            self.plans.insert(0, Plan(rec, wrt, log, wrt_params))
+            del self.plans[MAX_PLANS:]
+            self.candidate = None
+        elif why.startswith("constant"):  # taken from a value: never replayable
+            self.why, self.gave_up, self.candidate = why, True, None
+        elif not self.plans:
+            self._miss(why)
+
+    def _miss(self, why):
+        from .record import MAX_MISSES
+        self.why = why
+        self.misses += 1
+        if self.misses >= MAX_MISSES:
+            self.gave_up, self.candidate = True, None
+
+
+def _same(a, b) -> bool:
+    """Equal as constants of a recording: arrays by dtype, shape and contents; containers item by item."""
+    if a is b:
+        return True
+    ta = type(a)
+    if ta is not type(b):
+        return False
+    if ta in (tuple, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if ta is dict:
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if hasattr(a, "dtype") and hasattr(a, "shape"):
+        if a.dtype != b.dtype or a.shape != b.shape:
+            return False
+        if a.dtype.kind in "fc":
+            return bool(B.xp.array_equal(a, b, equal_nan=True))
+        return bool(B.xp.array_equal(a, b))
+    if ta is slice:
+        return a == b
+    if ta is float:
+        return a == b or (a != a and b != b)
+    try:
+        return bool(a == b)
+    except Exception:  # objects without a usable ==: only identity counts
+        return False
+
+
+def _mismatch(a, b) -> str | None:
+    """Why two recordings of one call differ (None: same nodes, edges, attributes, constants and guards)."""
+    ta, tb = a.trace, b.trace
+    if len(ta.inputs) != len(tb.inputs) or len(ta.nodes) != len(tb.nodes) or len(ta.guards) != len(tb.guards):
+        return "a different path"
+    if [n.name for n in ta.inputs] != [n.name for n in tb.inputs]:
+        return "different inputs"
+    if a.reads.keys() != b.reads.keys() or any(a.reads[k] is not b.reads[k] for k in a.reads):
+        return "a top-level name bound to another value"
+    index = {n: i for i, n in enumerate(ta.inputs + ta.nodes)}
+    index.update((n, i) for i, n in enumerate(tb.inputs + tb.nodes))
+    for na, nb in zip(ta.nodes, tb.nodes):
+        if na.op is not nb.op or [(p, index[q]) for p, q in na.parents] != [(p, index[q]) for p, q in nb.parents]:
+            return "a different path"
+        if not _same(na.attrs, nb.attrs):
+            return f"constant attributes of `{na.op.name}` that change with the inputs"
+        parents = {p for p, _ in na.parents}
+        for k, (x, y) in enumerate(zip(na.args, nb.args)):
+            if k not in parents and not _same(x, y):
+                return f"constant argument {k} of `{na.op.name}` that changes with the inputs"
+    for (ga, va, _, pa), (gb, vb, _, pb) in zip(ta.guards, tb.guards):
+        if index[ga] != index[gb] or pa != pb or not _same(va, vb):
+            return "a different path"
+    return None
+
+
+class Plan:
+    """One recording compiled: `run` feeds new argument and parameter values through its kernels."""
+
+    def __init__(self, rec, wrt, log, wrt_params):
+        trace = rec.trace
+        self.steps = rec.steps
+        self.reads = list(rec.reads.items())
+        arg_of = {b.node: k for k, b in enumerate(rec.args) if type(b) is Box and b.trace is trace}
+        param_of = {b.node: name for name, b in rec.params.items()}
+        self.sources = [("arg", arg_of[n]) if n in arg_of else ("param", param_of[n]) for n in trace.inputs]
+        self.param_checks = [(name, np.shape(n.value), n.value.dtype) for n in trace.inputs
+                             if (name := param_of.get(n)) is not None]
+        self.param_names = list(rec.params) if wrt_params else []
+        self.n_wrt_args = len(wrt) - len(self.param_names)
+        out = rec.out
+        self.fn, self.source = _compile(trace, out.node if type(out) is Box and out.trace is trace else None,
+                                        out, [w.node for w in wrt], log)
+
+    def run(self, interp, args):
+        params = interp.params
+        for name, shp, dt in self.param_checks:
+            p = params[name]
+            if p.shape != shp or p.dtype != dt:
+                raise Miss
+        g = interp.globals
+        for name, v in self.reads:
+            if g.get(name) is not v:
+                raise Miss
+        if interp.steps + self.steps > interp.max_steps:
+            raise Miss  # recording again reports the limit where it is reached
+        ins = [args[k] if kind == "arg" else params[k] for kind, k in self.sources]
+        try:
+            value, adj = self.fn(*ins)
+        except Miss:
+            raise
+        except Exception:  # e.g. a guard on an index now out of range: recording reports it properly
+            raise Miss from None
+        interp.steps += self.steps
+        n = self.n_wrt_args
+        return value, list(adj[:n]), dict(zip(self.param_names, adj[n:]))
+
+
+def _compile(trace, out_node, out_value, wrt_nodes, log):
+    """Generate and compile the plan's Python source; returns (function, source)."""
+    ns = {"Miss": Miss, "ONES": B.xp.ones_like, "array_equal": np.array_equal, "to_host": B.to_host}
+    slot = {}
+    for i, n in enumerate(trace.inputs):
+        slot[n] = i
+    for i, n in enumerate(trace.nodes, start=len(trace.inputs)):
+        slot[n] = i
+    guards_at: dict = {}
+    for k, (node, taken, _, _) in enumerate(trace.guards):
+        guards_at.setdefault(node, []).append((k, taken))
+    # the nodes the result, the guards and the backward pass need
+    need = set()
+    stack = [n for n in guards_at] + ([out_node] if out_node is not None else [])
+    while stack:
+        n = stack.pop()
+        if n in need or n.op is None:
+            continue
+        need.add(n)
+        stack.extend(p for _, p in n.parents)
+
+    stmts: list[tuple[str, set, set]] = []  # (line, names defined, names used)
+
+    def call_args(node, j):
+        parents = dict(node.parents)
+        parts, used = [], set()
+        for k, a in enumerate(node.args):
+            if k in parents:
+                name = f"v{slot[parents[k]]}"
+                used.add(name)
+            else:
+                name = f"c{j}_{k}"
+                ns[name] = a
+            parts.append(name)
+        for key, a in node.attrs.items():
+            ns[f"a{j}_{key}"] = a
+            parts.append(f"{key}=a{j}_{key}")
+        return ", ".join(parts), used
+
+    for node in trace.inputs + trace.nodes:
+        j = slot[node]
+        if node.op is not None:
+            if node not in need:
+                continue
+            ns[f"F{j}"] = node.op.fwd
+            text, used = call_args(node, j)
+            stmts.append((f"v{j} = F{j}({text})", {f"v{j}"}, used))
+        for k, taken in guards_at.get(node, ()):
+            if type(taken) is bool:
+                stmts.append((f"if {'not ' if taken else ''}v{j}: raise Miss", set(), {f"v{j}"}))
+            elif type(taken) is int:
+                stmts.append((f"if int(v{j}) != {taken}: raise Miss", set(), {f"v{j}"}))
+            else:
+                ns[f"t{k}"] = taken
+                stmts.append((f"if not array_equal(to_host(v{j}), t{k}): raise Miss", set(), {f"v{j}"}))
+
+    if out_node is not None:
+        o = slot[out_node]
+        stmts.append((f"g{o} = ONES(v{o})", {f"g{o}"}, {f"v{o}"}))
+        have = {out_node}
+        for node, pos in log:
+            j = slot[node]
+            parent = node.parents[[p for p, _ in node.parents].index(pos)][1]
+            rule = node.op.vjps(pos) if callable(node.op.vjps) else node.op.vjps[pos]
+            ns[f"R{j}_{pos}"] = rule
+            text, used = call_args(node, j)
+            q = f"g{slot[parent]}"
+            call = f"R{j}_{pos}(g{j}, v{j}, {text})"
+            used |= {f"g{j}", f"v{j}"}
+            if parent in have:
+                stmts.append((f"{q} = {q} + {call}", {q}, used | {q}))
+            else:
+                have.add(parent)
+                stmts.append((f"{q} = {call}", {q}, used))
+        results = [f"g{slot[w]}" if w in have else "None" for w in wrt_nodes]
+        value = f"v{o}"
+    else:
+        results = ["None"] * len(wrt_nodes)
+        ns["OUT"] = out_value
+        value = "OUT"
+    keep = {value} | set(results)
+    last: dict[str, int] = {}
+    for i, (_, defs, used) in enumerate(stmts):
+        for name in used | defs:
+            last[name] = i
+    lines = [f"def plan({', '.join(f'v{i}' for i in range(len(trace.inputs)))}):"]
+    for n in range(len(trace.inputs)):  # inputs nothing reads
+        if f"v{n}" not in last:
+            last[f"v{n}"] = -1
+    dead_inputs = sorted(name for name, i in last.items() if i == -1 and name not in keep)
+    if dead_inputs:
+        lines.append(f"    del {', '.join(dead_inputs)}")
+    for i, (text, _, _) in enumerate(stmts):
+        lines.append("    " + text)
+        done = sorted(name for name, at in last.items() if at == i and name not in keep)
+        if done:
+            lines.append(f"    del {', '.join(done)}")
+    lines.append(f"    return {value}, ({', '.join(results)}{',' if len(results) == 1 else ''})")
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, "<dpl plan>", "exec"), ns)
+    return ns["plan"], source
