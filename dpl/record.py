@@ -57,22 +57,34 @@ def gradients(interp, f, args, span, *, wrt_args=(), wrt_params=False, check=Non
 
     Replayed from a plan when one fits; recorded otherwise (and inside another recording, whose
     trace must see every operation)."""
-    from .interp import is_tensor
     from . import replay
     args = [as_float(a) if k in wrt_args else a for k, a in enumerate(args)]
-    replayable = (interp.replay and replay.enabled and not graph.recording and interp.param_trace is None and not graph.checking
-                  and not kwargs and not any(type(a) is Box for a in args))
-    entry = key = None
-    if replayable:
-        key = (replay.function_key(f), tuple(wrt_args), wrt_params, replay.signature(args))
-        entry = interp.plans.get(key)
-        if entry is not None:
-            for plan in entry.plans:
-                try:
-                    return plan.run(interp, args)
-                except replay.Miss:
-                    continue
-    box = [k for k, a in enumerate(args) if is_tensor(a)] if replayable else list(wrt_args)
+    replayable = (interp.replay and replay.enabled and not graph.recording and interp.param_trace is None
+                  and not graph.checking and not kwargs and not any(type(a) is Box for a in args))
+    if not replayable:
+        return differentiate(interp, f, args, span, wrt_args, wrt_params, check, kwargs, log=False)[0]
+    key = (replay.function_key(f), tuple(wrt_args), wrt_params, replay.signature(args))
+    entry = interp.plans.get(key)
+    if entry is None:
+        entry = interp.plans[key] = replay.Entry()
+    for plan in entry.plans:
+        try:
+            return plan.run(interp, args)
+        except replay.Miss:
+            continue
+    result, rec, wrt, log = differentiate(interp, f, args, span, wrt_args, wrt_params, check, kwargs,
+                                          log=not entry.gave_up)
+    if log is not None:
+        entry.consider(rec, wrt, log, wrt_params)
+    return result
+
+
+def differentiate(interp, f, args, span, wrt_args, wrt_params, check, kwargs=None, log=True):
+    """Record f(*args) and run its backward pass: (result as `gradients` gives it, recording, wrt boxes, the
+    backward's log of VJP calls for a plan, or None). With `log`, every tensor argument and every
+    parameter read is an input, as a plan needs; otherwise only what is differentiated is."""
+    from .interp import is_tensor
+    box = [k for k, a in enumerate(args) if is_tensor(a)] if log else list(wrt_args)
     # Parameters are inputs when they are differentiated, or when a plan must read them afresh; inside
     # another recording they stay that recording's inputs, so its gradients still flow through them.
     rec = record(interp, f, args, kwargs, span, box=box, params=wrt_params or interp.param_trace is None)
@@ -81,16 +93,11 @@ def gradients(interp, f, args, span, *, wrt_args=(), wrt_params=False, check=Non
         check(out)
     trace = rec.trace
     wrt = [rec.args[k] for k in wrt_args] + (list(rec.params.values()) if wrt_params else [])
-    log = [] if replayable and (entry is None or not entry.gave_up) else None
+    log = [] if log else None
     if type(out) is Box and out.trace is trace:
         adj = backward(trace, out, wrt, log=log)
         value = out.value
     else:
         adj, value = [None] * len(wrt), out
-    if log is not None:
-        if entry is None:
-            entry = interp.plans[key] = replay.Entry()
-        entry.consider(rec, wrt, log, wrt_params)
     n = len(wrt_args)
-    return value, adj[:n], dict(zip(rec.params, adj[n:])) if wrt_params else {}
-
+    return (value, adj[:n], dict(zip(rec.params, adj[n:])) if wrt_params else {}), rec, wrt, log
