@@ -46,7 +46,9 @@ def defop(name, vjps=None):
 
 
 def shape(v):
-    return np.shape(raw(v))
+    v = raw(v)
+    s = getattr(v, "shape", None)  # arrays and numpy scalars; np.shape's dispatch costs more than most ops
+    return np.shape(v) if s is None else s
 
 
 def unbroadcast(g, target_shape):

@@ -185,9 +185,71 @@ class Plan:
         return value, list(adj[:n]), dict(zip(self.param_names, adj[n:]))
 
 
+# Kernels written inline instead of calling the op: exactly the numpy calls that the op's forward
+# (dpl/ops.py) makes, so the values are the same bit for bit; shapes are known when the plan is built.
+_FWD = {"add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
+        "exp": "EXP({0})", "log": "LOG({0})", "sin": "SIN({0})", "cos": "COS({0})", "tanh": "TANH({0})",
+        "sqrt": "SQRT({0})", "matmul": "MATMUL({0}, {1})"}
+
+
+def _vjp_inline(node, pos, g, ans, A, put):
+    """The VJP rule of ops.py for (node, pos) as one expression, or None to call the rule itself.
+    Mirrors the rules exactly: the same ufuncs on the same operands, unbroadcast where it sums."""
+    name = node.op.name
+    sa = np.shape(node.value)
+
+    def sx(k):
+        return np.shape(node.args[k])
+
+    def unbroadcast(expr, k):  # every expression below has the shape of ans
+        return expr if sa == sx(k) else f"SUM_TO({expr}, shape={put(sx(k))})"
+
+    if name == "add":
+        return unbroadcast(g, pos)
+    if name == "sub":
+        return unbroadcast(g if pos == 0 else f"(-{g})", pos)
+    if name == "mul":
+        return unbroadcast(f"({g} * {A[1 - pos]})", pos)
+    if name == "div":
+        return unbroadcast(f"({g} / {A[1]})" if pos == 0 else f"(-({g} * ({ans} / {A[1]})))", pos)
+    one = {"neg": f"(-{g})", "exp": f"({g} * {ans})", "log": f"({g} / {A[0]})", "sin": f"({g} * COS({A[0]}))",
+           "cos": f"(-({g} * SIN({A[0]})))", "tanh": f"({g} * (1.0 - {ans} * {ans}))",
+           "sqrt": f"({g} / (2.0 * {ans}))"}.get(name)
+    if one is not None:
+        return one
+    if name == "index":
+        return f"SCATTER({g}, key={put(node.attrs['key'])}, shape={put(sx(0))})"
+    if name == "sum":
+        from .ops import _keep_shape
+        axis, keepdims = node.attrs.get("axis"), node.attrs.get("keepdims", False)
+        if not keepdims:
+            g = f"RESHAPE({g}, {put(_keep_shape(sx(0), axis))})"
+        return f"BROADCAST_TO({g}, {put(sx(0))})"
+    if name == "stack":
+        ax = node.attrs["axis"] % len(sa)
+        return f"{g}[{put((slice(None),) * ax + (pos,))}]"
+    return None
+
+
+def _namespace():
+    from . import ops
+    xp = B.xp
+    return {"Miss": Miss, "ONES": xp.ones_like, "array_equal": np.array_equal, "to_host": B.to_host,
+            "EXP": xp.exp, "LOG": xp.log, "SIN": xp.sin, "COS": xp.cos, "TANH": xp.tanh, "SQRT": xp.sqrt,
+            "MATMUL": xp.matmul, "RESHAPE": xp.reshape, "BROADCAST_TO": xp.broadcast_to,
+            "SUM_TO": ops.sum_to.fwd, "SCATTER": ops.scatter_add.fwd}
+
+
 def _compile(trace, out_node, out_value, wrt_nodes, log):
     """Generate and compile the plan's Python source; returns (function, source)."""
-    ns = {"Miss": Miss, "ONES": B.xp.ones_like, "array_equal": np.array_equal, "to_host": B.to_host}
+    ns = _namespace()
+    consts = {}
+
+    def put(value) -> str:
+        name = f"k{len(consts)}"
+        consts[name] = ns[name] = value
+        return name
+
     slot = {}
     for i, n in enumerate(trace.inputs):
         slot[n] = i
@@ -207,39 +269,45 @@ def _compile(trace, out_node, out_value, wrt_nodes, log):
         stack.extend(p for _, p in n.parents)
 
     stmts: list[tuple[str, set, set]] = []  # (line, names defined, names used)
+    operands = {}
 
-    def call_args(node, j):
-        parents = dict(node.parents)
-        parts, used = [], set()
-        for k, a in enumerate(node.args):
-            if k in parents:
-                name = f"v{slot[parents[k]]}"
-                used.add(name)
-            else:
-                name = f"c{j}_{k}"
-                ns[name] = a
-            parts.append(name)
-        for key, a in node.attrs.items():
-            ns[f"a{j}_{key}"] = a
-            parts.append(f"{key}=a{j}_{key}")
-        return ", ".join(parts), used
+    def args_of(node):
+        """The node's arguments as names (slots or constants), its attributes as `key=name`, the slots used."""
+        if node not in operands:
+            parents = dict(node.parents)
+            names, used = [], set()
+            for k, a in enumerate(node.args):
+                if k in parents:
+                    names.append(f"v{slot[parents[k]]}")
+                    used.add(names[-1])
+                else:
+                    names.append(put(a))
+            attrs = [f"{key}={put(a)}" for key, a in node.attrs.items()]
+            operands[node] = names, attrs, used
+        return operands[node]
 
     for node in trace.inputs + trace.nodes:
         j = slot[node]
         if node.op is not None:
             if node not in need:
                 continue
-            ns[f"F{j}"] = node.op.fwd
-            text, used = call_args(node, j)
-            stmts.append((f"v{j} = F{j}({text})", {f"v{j}"}, used))
+            names, attrs, used = args_of(node)
+            inline = _FWD.get(node.op.name)
+            if inline is not None and not attrs:
+                text = inline.format(*names)
+            elif node.op.name == "index":
+                text = f"{names[0]}[{attrs[0].split('=', 1)[1]}]"
+            else:
+                ns[f"F{j}"] = node.op.fwd
+                text = f"F{j}({', '.join(names + attrs)})"
+            stmts.append((f"v{j} = {text}", {f"v{j}"}, used))
         for k, taken in guards_at.get(node, ()):
             if type(taken) is bool:
                 stmts.append((f"if {'not ' if taken else ''}v{j}: raise Miss", set(), {f"v{j}"}))
             elif type(taken) is int:
                 stmts.append((f"if int(v{j}) != {taken}: raise Miss", set(), {f"v{j}"}))
             else:
-                ns[f"t{k}"] = taken
-                stmts.append((f"if not array_equal(to_host(v{j}), t{k}): raise Miss", set(), {f"v{j}"}))
+                stmts.append((f"if not array_equal(to_host(v{j}), {put(taken)}): raise Miss", set(), {f"v{j}"}))
 
     if out_node is not None:
         o = slot[out_node]
@@ -248,12 +316,14 @@ def _compile(trace, out_node, out_value, wrt_nodes, log):
         for node, pos in log:
             j = slot[node]
             parent = node.parents[[p for p, _ in node.parents].index(pos)][1]
-            rule = node.op.vjps(pos) if callable(node.op.vjps) else node.op.vjps[pos]
-            ns[f"R{j}_{pos}"] = rule
-            text, used = call_args(node, j)
+            names, attrs, used = args_of(node)
+            call = _vjp_inline(node, pos, f"g{j}", f"v{j}", names, put)
+            if call is None:
+                rule = node.op.vjps(pos) if callable(node.op.vjps) else node.op.vjps[pos]
+                ns[f"R{j}_{pos}"] = rule
+                call = f"R{j}_{pos}(g{j}, v{j}, {', '.join(names + attrs)})"
+            used = used | {f"g{j}", f"v{j}"}
             q = f"g{slot[parent]}"
-            call = f"R{j}_{pos}(g{j}, v{j}, {text})"
-            used |= {f"g{j}", f"v{j}"}
             if parent in have:
                 stmts.append((f"{q} = {q} + {call}", {q}, used | {q}))
             else:
@@ -263,25 +333,24 @@ def _compile(trace, out_node, out_value, wrt_nodes, log):
         value = f"v{o}"
     else:
         results = ["None"] * len(wrt_nodes)
-        ns["OUT"] = out_value
-        value = "OUT"
+        value = put(out_value)
     keep = {value} | set(results)
     last: dict[str, int] = {}
     for i, (_, defs, used) in enumerate(stmts):
         for name in used | defs:
             last[name] = i
-    lines = [f"def plan({', '.join(f'v{i}' for i in range(len(trace.inputs)))}):"]
     for n in range(len(trace.inputs)):  # inputs nothing reads
-        if f"v{n}" not in last:
-            last[f"v{n}"] = -1
-    dead_inputs = sorted(name for name, i in last.items() if i == -1 and name not in keep)
-    if dead_inputs:
-        lines.append(f"    del {', '.join(dead_inputs)}")
-    for i, (text, _, _) in enumerate(stmts):
-        lines.append("    " + text)
-        done = sorted(name for name, at in last.items() if at == i and name not in keep)
-        if done:
-            lines.append(f"    del {', '.join(done)}")
+        last.setdefault(f"v{n}", -1)
+    dies: dict[int, list] = {}
+    for name, i in last.items():
+        if name not in keep:
+            dies.setdefault(i, []).append(name)
+    lines = [f"def plan({', '.join(f'v{i}' for i in range(len(trace.inputs)))}):"]
+    for i in range(-1, len(stmts)):
+        if i >= 0:
+            lines.append("    " + stmts[i][0])
+        if i in dies:
+            lines.append(f"    del {', '.join(sorted(dies[i]))}")
     lines.append(f"    return {value}, ({', '.join(results)}{',' if len(results) == 1 else ''})")
     source = "\n".join(lines) + "\n"
     exec(compile(source, "<dpl plan>", "exec"), ns)

@@ -202,6 +202,8 @@ SPEC: dict[str, Row] = {
     "argmax": nodiff(1, real, np.argmax, [(((2, 3),), {}), (((2, 3),), {"axis": 1}), (((4, 2, 3),), {"axis": 0})]),
     "argmin": nodiff(1, real, np.argmin, [(((2, 3),), {}), (((2, 3),), {"axis": 0}), (((3,),), {"axis": -1})]),
     "int": nodiff(1, wide, lambda x: np.trunc(x).astype(np.int64)),
+    "any": nodiff(1, boolean, np.any, [(((2, 3),), {}), (((2, 3),), {"axis": 1}), (((),), {})]),
+    "all": nodiff(1, boolean, np.all, [(((2, 3),), {}), (((2, 3),), {"axis": 0}), (((),), {})]),
     "astype": Row(1, (real,), [(((2, 3),), {"dtype": np.dtype("float64")}), (((),), {"dtype": np.dtype("float64")})],
                   ref=lambda x, dtype: x.astype(dtype)),
     # linear algebra

@@ -264,6 +264,11 @@ SECOND_ORDER_AND_PRIMITIVES = {
     "sparse": ("A = csr([1.0, 2.0, 3.0], [0, 2, 1], [0, 2, 3], [2, 3])\nfn f(x) = sum(tanh(A @ x))\n",
                "f", [[[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]]),
     "taylor": (TAYLOR, "s", [1.0]),
+    "broadcasting": ("fn f(x) {\n  y = [[1.0], [2.0]] * x[0, :]\n"
+                     "  z = (x + y) * (x - y[0]) / (y * 2.0 + 3.0) - x / y + exp(x) * sin(x) + cos(x) * tanh(x)\n"
+                     "  w = sqrt(abs(x) + 1.0) + log(abs(x) + 2.0) - [1.0, 2.0, 3.0] / x - 2.0 * -x\n"
+                     "  return sum(z + w) + sum(x, axis = 0)[1] + sum(sum(x ^ 2, axis = 1, keepdims = true))\n}\n",
+                     "f", [[[0.5, -1.0, 2.0], [1.5, 0.7, -0.3]]]),
 }
 
 
