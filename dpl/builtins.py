@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend as B
-from . import graph, ops
+from . import autodiff, graph, ops, record
 from .errors import DplError
 from .graph import Box, raw
 from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, to_float
@@ -571,8 +571,6 @@ class GradFn:
         return f"<{'value_and_grad' if self.with_value else 'grad'} of {getattr(self.f, 'describe', lambda: '?')()}>"
 
     def dpl_call(self, interp, args, kwargs, span):
-        from .autodiff import zeros_like
-        from .record import gradients
         k = self.argnum
         if k >= len(args):
             raise DplError(f"grad with argnum = {k} needs at least {k + 1} positional arguments, got {len(args)}",
@@ -582,8 +580,8 @@ class GradFn:
         def check(out):
             if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
                 raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}", span)
-        value, (g,), _ = gradients(interp, self.f, list(args), span, wrt_args=(k,), check=check, kwargs=kwargs)
-        g = zeros_like(x) if g is None else g
+        value, (g,), _ = record.gradients(interp, self.f, list(args), span, wrt_args=(k,), check=check, kwargs=kwargs)
+        g = autodiff.zeros_like(x) if g is None else g
         return (value, g) if self.with_value else g
 
 

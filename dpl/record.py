@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-from . import graph
+from . import graph, replay
 from .autodiff import as_float, backward
 from .graph import Box, Trace
 
 MAX_PLANS = 8  # plans kept per call signature (one per path through its hard decisions)
-MAX_MISSES = 4  # recordings that could not become a plan before replay gives up on a signature
+MAX_MISSES = 4
+MAX_SIGNATURES = 64  # call signatures with plans (or a recording waiting to become one) per interpreter  # recordings that could not become a plan before replay gives up on a signature
 
 
 class Recording:
@@ -57,7 +58,6 @@ def gradients(interp, f, args, span, *, wrt_args=(), wrt_params=False, check=Non
 
     Replayed from a plan when one fits; recorded otherwise (and inside another recording, whose
     trace must see every operation)."""
-    from . import replay
     args = [as_float(a) if k in wrt_args else a for k, a in enumerate(args)]
     replayable = (interp.replay and replay.enabled and not graph.recording and interp.param_trace is None
                   and not graph.checking and not kwargs and not any(type(a) is Box for a in args))
@@ -66,6 +66,8 @@ def gradients(interp, f, args, span, *, wrt_args=(), wrt_params=False, check=Non
     key = (replay.function_key(f), tuple(wrt_args), wrt_params, replay.signature(args))
     entry = interp.plans.get(key)
     if entry is None:
+        if len(interp.plans) >= MAX_SIGNATURES:  # e.g. a new closure every call: forget the oldest
+            del interp.plans[next(iter(interp.plans))]
         entry = interp.plans[key] = replay.Entry()
     for plan in entry.plans:
         try:

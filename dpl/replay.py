@@ -41,8 +41,8 @@ def function_key(f):
     """What identifies a callee across calls (a module's functions are bound afresh on every lookup)."""
     from .interp import Function
     if type(f) is Function:
-        return ("fn", id(f.decl), id(f.instance), f)
-    return ("obj", id(f), f)
+        return ("fn", _Same(f.decl), _Same(f.instance))
+    return _Same(f)
 
 
 def signature(args) -> tuple:
@@ -50,8 +50,23 @@ def signature(args) -> tuple:
     out = []
     for a in args:
         dt = getattr(a, "dtype", None)
-        out.append((np.shape(a), dt.str) if dt is not None else ("id", id(a), a))
+        out.append((a.shape, dt) if dt is not None else _Same(a))
     return tuple(out)
+
+
+class _Same:
+    """A key that matches only the very same object (which it keeps alive, so its id is not reused)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return type(other) is _Same and other.obj is self.obj
 
 
 class Entry:
