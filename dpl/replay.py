@@ -232,6 +232,15 @@ def _vjp_inline(node, pos, g, ans, A, put):
            "sqrt": f"({g} / (2.0 * {ans}))"}.get(name)
     if one is not None:
         return one
+    if name == "matmul" and len(sx(0)) > 1 and len(sx(1)) > 1:  # _matmul_vjp without the 1-d cases
+        a, b = A
+        if pos == 0:
+            shp = np.broadcast_shapes(sa[:-2], sx(1)[:-2]) + (sa[-2], sx(1)[-2])
+            expr = f"MATMUL({g}, SWAPAXES({b}, -1, -2))"
+        else:
+            shp = np.broadcast_shapes(sx(0)[:-2], sa[:-2]) + (sx(0)[-1], sa[-1])
+            expr = f"MATMUL(SWAPAXES({a}, -1, -2), {g})"
+        return expr if shp == sx(pos) else f"SUM_TO({expr}, shape={put(sx(pos))})"
     if name == "index":
         return f"SCATTER({g}, key={put(node.attrs['key'])}, shape={put(sx(0))})"
     if name == "sum":
@@ -251,7 +260,7 @@ def _namespace():
     xp = B.xp
     return {"Miss": Miss, "ONES": xp.ones_like, "array_equal": np.array_equal, "to_host": B.to_host,
             "EXP": xp.exp, "LOG": xp.log, "SIN": xp.sin, "COS": xp.cos, "TANH": xp.tanh, "SQRT": xp.sqrt,
-            "MATMUL": xp.matmul, "RESHAPE": xp.reshape, "BROADCAST_TO": xp.broadcast_to,
+            "MATMUL": xp.matmul, "SWAPAXES": xp.swapaxes, "RESHAPE": xp.reshape, "BROADCAST_TO": xp.broadcast_to,
             "SUM_TO": ops.sum_to.fwd, "SCATTER": ops.scatter_add.fwd}
 
 

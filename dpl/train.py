@@ -444,6 +444,8 @@ def _nonfinite(loss, grads, new) -> str:
     """What went non-finite in a step, or '' when the step may be committed."""
     if not math.isfinite(loss):
         return f"the loss is {loss}"
+    if all(math.isfinite(float(a.sum())) for a in new.values()):  # a NaN or Inf anywhere reaches the sum, and
+        return ""  # a non-finite gradient makes its update non-finite: one reduction per parameter suffices
     for what, arrays in (("gradient", grads), ("updated value", new)):
         for name, a in arrays.items():
             if not bool(B.xp.isfinite(a).all()):

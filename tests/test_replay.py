@@ -269,6 +269,10 @@ SECOND_ORDER_AND_PRIMITIVES = {
                      "  w = sqrt(abs(x) + 1.0) + log(abs(x) + 2.0) - [1.0, 2.0, 3.0] / x - 2.0 * -x\n"
                      "  return sum(z + w) + sum(x, axis = 0)[1] + sum(sum(x ^ 2, axis = 1, keepdims = true))\n}\n",
                      "f", [[[0.5, -1.0, 2.0], [1.5, 0.7, -0.3]]]),
+    "matmul": ("fn f(x) {\n  W = [[1.0, 2.0], [0.5, -1.0], [0.3, 0.2]]\n  h = tanh(x @ W)\n"
+               "  B = stack([x, 2.0 * x], axis = 0)\n  C = B @ transpose(B, [0, 2, 1])\n"
+               "  return sum(h) + sum(B @ W) + sum(transpose(x, [1, 0]) @ x) + sum(C @ B) + sum(x[0] @ W)\n}\n",
+               "f", [[[0.5, -1.0, 2.0], [1.5, 0.7, -0.3]]]),
 }
 
 
