@@ -44,14 +44,15 @@ class Builtin:
 
     def __call__(self, interp, args, kwargs, span):
         try:
-            self.sig.bind(*args, **kwargs)
-        except TypeError as e:
-            raise DplError(f"wrong arguments to `{self.name}`: {e}; usage: {self.usage()}", span) from None
-        try:
             return self.fn(interp, span, *args, **kwargs) if self.context else self.fn(*args, **kwargs)
         except DplError as e:
             raise e.at(span)
         except NUMERIC_ERRORS as e:
+            if isinstance(e, TypeError):  # the arguments are checked against the signature only when a call fails
+                try:
+                    self.sig.bind(*args, **kwargs)
+                except TypeError as bad:
+                    raise DplError(f"wrong arguments to `{self.name}`: {bad}; usage: {self.usage()}", span) from None
             raise DplError(f"`{self.name}`: {e}", span) from None
 
     def describe(self):
