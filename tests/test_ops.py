@@ -18,8 +18,9 @@ import dpl.primitives  # noqa: F401
 import scipy.sparse
 from dpl import ops
 from dpl.autodiff import backward
-from dpl.graph import Box, Trace, raw
+from dpl.graph import Box, Graph, Trace, raw
 from conftest import numeric_grad
+from frozen import frozen_constants
 
 # ---- input domains: (rng, shape) -> float64 array ------------------------------------------------
 
@@ -285,13 +286,13 @@ def case_id(name, shapes, attrs):
     return f"{name}[{sh}]" + (f"{{{at}}}" if at else "")
 
 
-def sample(name, i):
-    """The arguments of case i of `name`, seeded by the case, redrawn until `valid`."""
+def sample(name, i, draw=0):
+    """The arguments of case i of `name`, seeded by the case (and `draw`, for another sample), redrawn until `valid`."""
     row = SPEC[name]
     shapes, attrs = row.cases[i]
     doms = row.domain * len(shapes) if row.arity is None else row.domain
     assert len(doms) == len(shapes), f"{name}: case {i} has {len(shapes)} shapes, arity {len(doms)}"
-    rng = np.random.default_rng(zlib.crc32(case_id(name, shapes, attrs).encode()))
+    rng = np.random.default_rng([zlib.crc32(case_id(name, shapes, attrs).encode()), draw])
     for _ in range(1000):
         args = [np.asarray(d(rng, s)) for d, s in zip(doms, shapes)]
         args = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in args]
@@ -482,6 +483,43 @@ def test_second_order_matches_finite_differences_of_the_vjp(name, i):
         want = numeric_grad(s, args[k], h=1e-5)
         np.testing.assert_allclose(got[n], want, rtol=1e-5, atol=1e-6,
                                    err_msg=f"{name}: second order w.r.t. argument {k}")
+
+
+def record_second_order(name, i):
+    """args -> the Graph of y + ⟨∇y, v⟩, y = sum(op(args) * cot), every argument an input: the backward pass recorded."""
+    op, (_, attrs) = ops.REGISTRY[name], SPEC[name].cases[i]
+    args, _ = sample(name, i)
+    wrt = wrt_of(name, len(args))
+    cot = cotangent(op, args, attrs)
+    vs = [np.random.default_rng(2).normal(size=np.shape(args[k])) for k in wrt]
+
+    def record(args):
+        outer = Trace()
+        ob = [outer.input(a) for a in args]
+        inner = Trace()
+        ib = list(ob)
+        for k in wrt:
+            ib[k] = inner.input(ob[k])
+        y = ops.sum_(ops.mul(op(*ib, **attrs), cot))
+        gs = backward(inner, y, [ib[k] for k in wrt])
+        s = y.value  # recorded, so an adjoint that is a constant (relu's g·mask) is an argument of a node
+        for g, v in zip(gs, vs):
+            s = s if g is None else ops.add(s, ops.sum_(ops.mul(g, v)))
+        return Graph(outer, [s])
+    return record
+
+
+@pytest.mark.parametrize("name,i", params(DIFF, grad=False))
+def test_a_recorded_backward_pass_bakes_in_no_value_of_the_inputs(name, i):
+    """Masks and conditions in VJPs are ops connected to x (issue 9 §2): recordings at two inputs differ
+    only in values, never in a constant argument."""
+    assert frozen_constants(record_second_order(name, i), sample(name, i)[0], sample(name, i, draw=1)[0]) == []
+
+
+def test_the_frozen_constant_check_finds_a_mask_taken_from_raw_values(monkeypatch):
+    monkeypatch.setattr(ops.relu, "vjps", [lambda g, ans, x: ops.mul(g, raw(x) > 0)])
+    found = frozen_constants(record_second_order("relu", 2), sample("relu", 2)[0], sample("relu", 2, draw=1)[0])
+    assert found == ["%5 = add: argument 1 is a constant that depends on the inputs"]  # ⟨g·mask, v⟩ is a constant
 
 
 def test_second_order_of_tanh_is_recorded_and_exact():
