@@ -184,7 +184,7 @@ def where(cond, a, b):
         raise DplError(f"`where` needs a boolean condition, got {describe_type(cond)}")
     a, b = _promote(a, b)
     check_broadcast([np.shape(raw(v)) for v in (cond, a, b)], "`where`")
-    return ops.where(raw(cond), a, b)
+    return ops.where(cond, a, b)  # a traced condition stays a parent: replay recomputes it
 
 
 # ---- reductions ---------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def float_(x):
 
 @builtin("int")
 def int_(x):
-    return ops.floor_int(raw(tensor(x)))
+    return ops.floor_int(tensor(x))
 
 
 @builtin()
@@ -641,21 +641,28 @@ def soft_while_weights(cs, span):
     return weights
 
 
+def _decided(mask):
+    """The value of a mask a hard decision is taken on; when traced it is kept as a guard (a replay must see it)."""
+    if type(mask) is Box:
+        mask.trace.guard(mask, B.to_host(raw(mask)))
+    return raw(mask)
+
+
 def expectation(weights, values, span):
     """Σ wₖ vₖ. A state that overflowed where its weight is exactly 0 is unused: it is left out (when the
-    weight is 0 everywhere) or masked to 0, so it cannot turn the result into NaN; finite states always
-    count, so the gradient w.r.t. a probability that is exactly 0 or 1 stays right."""
+    weight is 0 everywhere: no zero adjoint may meet its inf) or masked to 0, so it cannot turn the result
+    into NaN; finite states always count, so the gradient w.r.t. a probability that is exactly 0 or 1 stays
+    right. Masks are ops and the decisions guards, so a replay at new inputs recomputes or checks them."""
     total = None
     try:
         for w, v in zip(weights, values):
             v = floats(v, "a `soft while` state variable")
-            rv, rw = raw(v), raw(w)
-            finite = B.xp.isfinite(rv)
-            if not bool(finite.all()):
-                unused = rw == 0
-                if bool(B.xp.all(unused)):
+            finite = ops.isfinite(v)
+            if not _decided(finite).all():
+                used = ops.ne(w, 0)
+                if not _decided(used).any():
                     continue
-                v = ops.where(finite | ~unused, v, 0.0)
+                v = ops.where(ops.logical_or(finite, used), v, 0.0)
             term = ops.mul(w, v)
             total = term if total is None else ops.add(total, term)
         return total if total is not None else ops.mul(0.0, floats(values[0]))

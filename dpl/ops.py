@@ -2,15 +2,17 @@
 
 Forwards call the array namespace `B.xp`. VJPs are written in these same ops
 (never raw xp on adjoints), so a backward pass that is itself being traced is
-recorded and differentiates again. Masks and counts taken from `raw` values
-are constants: their derivative is zero wherever it exists.
+recorded and differentiates again. Masks and conditions are computed with ops
+too (gt, eq, sign, floor: no derivative), so in a recorded backward pass they
+are nodes connected to x and a replay at new inputs recomputes them; only
+shapes and dtypes are read with `raw`. On plain arrays the same ops just run.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import backend as B
-from .graph import apply, raw
+from .graph import Box, apply, raw
 
 REGISTRY: dict[str, "Op"] = {}
 
@@ -25,6 +27,8 @@ class Op:
     __slots__ = ("name", "fwd", "vjps")
 
     def __init__(self, name, fwd, vjps):
+        if name in REGISTRY:  # two modules defining one name would silently replace each other's op
+            raise ValueError(f"op `{name}` is registered twice")
         self.name, self.fwd, self.vjps = name, fwd, vjps
         REGISTRY[name] = self
 
@@ -81,8 +85,8 @@ cos = defop("cos", [lambda g, ans, x: neg(mul(g, sin(x)))])(lambda x: B.xp.cos(x
 tan = defop("tan", [lambda g, ans, x: mul(g, add(1.0, mul(ans, ans)))])(lambda x: B.xp.tan(x))
 tanh = defop("tanh", [lambda g, ans, x: mul(g, sub(1.0, mul(ans, ans)))])(lambda x: B.xp.tanh(x))
 sqrt = defop("sqrt", [lambda g, ans, x: div(g, mul(2.0, ans))])(lambda x: B.xp.sqrt(x))
-abs_ = defop("abs", [lambda g, ans, x: mul(g, B.xp.sign(raw(x)))])(lambda x: B.xp.abs(x))
-relu = defop("relu", [lambda g, ans, x: mul(g, raw(x) > 0)])(lambda x: B.xp.maximum(x, 0))
+abs_ = defop("abs", [lambda g, ans, x: mul(g, sign(x))])(lambda x: B.xp.abs(x))
+relu = defop("relu", [lambda g, ans, x: mul(g, gt(x, 0))])(lambda x: B.xp.maximum(x, 0))
 
 
 @defop("sigmoid", [lambda g, ans, x: mul(g, mul(ans, sub(1.0, ans)))])
@@ -105,32 +109,44 @@ mul = defop("mul", [lambda g, ans, x, y: unbroadcast(mul(g, y), shape(x)),
 div = defop("div", [lambda g, ans, x, y: unbroadcast(div(g, y), shape(x)),
                     lambda g, ans, x, y: unbroadcast(neg(mul(g, div(ans, y))), shape(y))])(lambda x, y: x / y)
 mod = defop("mod", [lambda g, ans, x, y: unbroadcast(g, shape(x)),
-                    lambda g, ans, x, y: unbroadcast(neg(mul(g, B.xp.floor(raw(x) / raw(y)))), shape(y))]
+                    lambda g, ans, x, y: unbroadcast(neg(mul(g, floor(div(x, y)))), shape(y))]
             )(lambda x, y: B.xp.mod(x, y))
+
+
+def _pow_dx(g, ans, x, y):
+    """∂/∂x of x^y = y x^(y-1), taken as 0 at x = y = 0 (x^0 = 1 is constant; the formula is 0 · ∞ there).
+
+    With x replaced by 1 at those points the formula stays finite, so no NaN reaches higher orders. A mask
+    that is a plain array without a true entry cannot change in a replay: then the plain formula is used.
+    """
+    bad = eq(y, 0)
+    if type(bad) is not Box and not bad.any():
+        return unbroadcast(mul(g, mul(y, power(x, sub(y, 1)))), shape(x))
+    bad = logical_and(eq(x, 0), bad)
+    safe_x = where(bad, 1.0, x)
+    return unbroadcast(where(bad, 0.0, mul(g, mul(y, power(safe_x, sub(y, 1))))), shape(x))
 
 
 def _pow_dy(g, ans, x, y):
     """∂/∂y of x^y = x^y log x, taken as 0 where x = 0 (LANGUAGE.md §9)."""
-    zero = raw(x) == 0
+    zero = eq(x, 0)
     safe_x = where(zero, 1.0, x)
     return unbroadcast(where(zero, 0.0, mul(g, mul(ans, log(safe_x)))), shape(y))
 
 
-power = defop("pow", [lambda g, ans, x, y: unbroadcast(mul(g, mul(y, power(x, sub(y, 1)))), shape(x)),
-                      _pow_dy])(lambda x, y: B.xp.power(x, y))
+power = defop("pow", [_pow_dx, _pow_dy])(lambda x, y: B.xp.power(x, y))
 
 
 def _tie_share(g, x, y):
-    """1 where x wins, ½ where tied, 0 where it loses, in g's dtype: ties share the adjoint equally."""
-    rx, ry = raw(x), raw(y)
-    return ((rx > ry) + 0.5 * (rx == ry)).astype(raw(g).dtype)  # a float64 share would promote float32 g
+    """g where x wins, g/2 where tied, 0 where it loses: ties share the adjoint equally (g's dtype is kept)."""
+    return where(gt(x, y), g, where(eq(x, y), mul(0.5, g), 0.0))
 
 
-maximum = defop("maximum", [lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(g, x, y)), shape(x)),
-                            lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(g, y, x)), shape(y))]
+maximum = defop("maximum", [lambda g, ans, x, y: unbroadcast(_tie_share(g, x, y), shape(x)),
+                            lambda g, ans, x, y: unbroadcast(_tie_share(g, y, x), shape(y))]
                 )(lambda x, y: B.xp.maximum(x, y))
-minimum = defop("minimum", [lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(g, y, x)), shape(x)),
-                            lambda g, ans, x, y: unbroadcast(mul(g, _tie_share(g, x, y)), shape(y))]
+minimum = defop("minimum", [lambda g, ans, x, y: unbroadcast(_tie_share(g, y, x), shape(x)),
+                            lambda g, ans, x, y: unbroadcast(_tie_share(g, x, y), shape(y))]
                 )(lambda x, y: B.xp.minimum(x, y))
 
 where = defop("where", [None,
@@ -139,14 +155,9 @@ where = defop("where", [None,
               )(lambda c, x, y: B.xp.where(c, x, y))
 
 
-def _clip_mask(x, lo, hi):
-    rx = raw(x)
-    return (rx >= raw(lo)) & (rx <= raw(hi))
-
-
-clip = defop("clip", [lambda g, ans, x, lo, hi: unbroadcast(mul(g, _clip_mask(x, lo, hi)), shape(x)),
-                      lambda g, ans, x, lo, hi: unbroadcast(mul(g, raw(x) < raw(lo)), shape(lo)),
-                      lambda g, ans, x, lo, hi: unbroadcast(mul(g, raw(x) > raw(hi)), shape(hi))]
+clip = defop("clip", [lambda g, ans, x, lo, hi: unbroadcast(mul(g, logical_and(ge(x, lo), le(x, hi))), shape(x)),
+                      lambda g, ans, x, lo, hi: unbroadcast(mul(g, lt(x, lo)), shape(lo)),
+                      lambda g, ans, x, lo, hi: unbroadcast(mul(g, gt(x, hi)), shape(hi))]
              )(lambda x, lo, hi: B.xp.minimum(B.xp.maximum(x, lo), hi))
 
 # ---- not differentiable: comparisons, logic, integer results ----------------------
@@ -164,6 +175,9 @@ any_ = defop("any")(lambda x, axis=None: B.xp.any(x, axis=axis))
 all_ = defop("all")(lambda x, axis=None: B.xp.all(x, axis=axis))
 argmax = defop("argmax")(lambda x, axis=None: B.xp.argmax(x, axis=axis))
 argmin = defop("argmin")(lambda x, axis=None: B.xp.argmin(x, axis=axis))
+sign = defop("sign")(lambda x: B.xp.sign(x))
+floor = defop("floor")(lambda x: B.xp.floor(x))
+isfinite = defop("isfinite")(lambda x: B.xp.isfinite(x))
 floor_int = defop("int")(lambda x: B.xp.trunc(x).astype(np.int64) if x.dtype.kind == "f" else x.astype(np.int64))
 
 
@@ -200,7 +214,7 @@ swapaxes = defop("swapaxes", [lambda g, ans, x: swapaxes(g)])(lambda x: B.xp.swa
 
 reshape = defop("reshape", [lambda g, ans, x, shape: reshape(g, shape=np.shape(raw(x)))]
                 )(lambda x, shape: B.xp.reshape(x, shape))
-transpose = defop("transpose", [lambda g, ans, x, perm: transpose(g, perm=tuple(np.argsort(perm)))]
+transpose = defop("transpose", [lambda g, ans, x, perm: transpose(g, perm=tuple(np.argsort([p % len(perm) for p in perm])))]
                   )(lambda x, perm: B.xp.transpose(x, perm))
 broadcast_to = defop("broadcast_to", [lambda g, ans, x, shape: sum_to(g, shape=np.shape(raw(x)))]
                      )(lambda x, shape: B.xp.broadcast_to(x, shape))
@@ -266,10 +280,8 @@ sum_ = defop("sum", [lambda g, ans, x, axis=None, keepdims=False: _expand(g, x, 
 
 def _extremum_vjp(g, ans, x, axis=None, keepdims=False):
     """Tied extrema share the adjoint equally."""
-    rx = raw(x)
-    hit = rx == raw(ans).reshape(_keep_shape(rx.shape, axis))
-    share = hit / B.xp.sum(hit, axis=axis, keepdims=True)
-    return mul(_expand(g, x, axis, keepdims), share.astype(rx.dtype))
+    hit = astype(eq(x, ans if keepdims else reshape(ans, shape=_keep_shape(shape(x), axis))), dtype=raw(x).dtype)
+    return mul(_expand(g, x, axis, keepdims), div(hit, sum_(hit, axis=axis, keepdims=True)))
 
 
 amax = defop("max", [_extremum_vjp])(lambda x, axis=None, keepdims=False: B.xp.max(x, axis=axis, keepdims=keepdims))
@@ -279,22 +291,47 @@ amin = defop("min", [_extremum_vjp])(lambda x, axis=None, keepdims=False: B.xp.m
 @defop("logsumexp", [lambda g, ans, x, axis=None, keepdims=False:
                      mul(_expand(g, x, axis, keepdims), exp(sub(x, _expand(ans, x, axis, keepdims))))])
 def logsumexp(x, axis=None, keepdims=False):
-    m = B.xp.max(x, axis=axis, keepdims=True)
+    m = _shift(x, axis)
     m = B.xp.where(B.xp.isfinite(m), m, 0)
     out = B.xp.log(B.xp.sum(B.xp.exp(x - m), axis=axis, keepdims=True)) + m
     return out if keepdims else out.reshape(np.shape(B.xp.sum(x, axis=axis)))
 
 
-@defop("softmax", [lambda g, ans, x, axis: mul(ans, sub(g, sum_(mul(g, ans), axis=axis, keepdims=True)))])
+def _shift(x, axis):
+    """The max over axis (kept), -inf over an empty axis: logsumexp of nothing is -inf, softmax of it empty."""
+    if x.size == 0:
+        return B.xp.full(_keep_shape(x.shape, axis), -B.xp.inf, dtype=x.dtype)
+    return B.xp.max(x, axis=axis, keepdims=True)
+
+
+def _softmax_vjp(g, ans, x, *mask, axis):
+    return mul(ans, sub(g, sum_(mul(g, ans), axis=axis, keepdims=True)))
+
+
+@defop("softmax", [_softmax_vjp])
 def softmax(x, axis):
-    e = B.xp.exp(x - B.xp.max(x, axis=axis, keepdims=True))
+    e = B.xp.exp(x - _shift(x, axis))
     return e / B.xp.sum(e, axis=axis, keepdims=True)
+
+
+@defop("masked_softmax", [_softmax_vjp, None])
+def masked_softmax(x, mask, axis):
+    """Softmax over the entries where mask is true; the others are exactly 0, and so is a fully masked row.
+
+    One op (as softmax) so that the shift is no constant of the recording and the adjoint is the closed form;
+    `where` keeps every inf away from a 0 in both passes.
+    """
+    shift = B.xp.max(B.xp.where(mask, x, -B.xp.inf), axis=axis, keepdims=True) if x.size else 0.0
+    shift = B.xp.where(B.xp.isfinite(shift), shift, 0.0)
+    e = B.xp.where(mask, B.xp.exp(B.xp.where(mask, x, shift) - shift), 0.0)
+    total = B.xp.sum(e, axis=axis, keepdims=True)
+    return e / B.xp.where(total == 0, 1.0, total)
 
 
 def _norm_vjp(g, ans, x, axis=None, keepdims=False):
     """x/‖x‖, taken as 0 at a zero norm (x is 0 there too)."""
     n = _expand(ans, x, axis, keepdims)
-    return mul(_expand(g, x, axis, keepdims), div(x, where(raw(n) == 0, 1.0, n)))
+    return mul(_expand(g, x, axis, keepdims), div(x, where(eq(n, 0), 1.0, n)))
 
 
 norm = defop("norm", [_norm_vjp])(

@@ -24,6 +24,12 @@ def _is_function(v):
     return isinstance(v, (Function, Instance)) or hasattr(v, "dpl_call")
 
 
+def _cosine(dots, na, nb):
+    """a·b / max(‖a‖‖b‖, 1e-8) as LANGUAGE.md §9 fixes it: a zero vector has cosine 0 with everything, and
+    (the norm's adjoint being 0 at 0) only the dot product carries a gradient there."""
+    return ops.div(dots, ops.maximum(ops.mul(na, nb), 1e-8))
+
+
 def _scores(interp, span, q, K, score, single):
     """One score per key: [..., T] for a single query, [..., Tq, T] for a block of queries."""
     sq, sk = np.shape(raw(q)), np.shape(raw(K))
@@ -63,34 +69,26 @@ def _scores(interp, span, q, K, score, single):
     elif score == "cosine":
         nq = ops.norm(qb, axis=-1, keepdims=True)                        # [..., Tq, 1]
         nk = ops.swapaxes(ops.norm(K, axis=-1, keepdims=True))           # [..., 1, T]
-        s = ops.div(s, ops.maximum(ops.mul(nq, nk), 1e-8))
+        s = _cosine(s, nq, nk)
     if single:
         s = ops.reshape(s, shape=np.shape(raw(s))[:-2] + np.shape(raw(s))[-1:])
     return s
 
 
 def masked_softmax(s, mask):
-    """Softmax over the last axis where mask is true; masked weights are exactly 0 and a fully masked row is 0.
-
-    The shift and the masked entries are replaced before exp (with `where`), so
-    no inf meets a 0 in the forward or the backward pass.
-    """
+    """Softmax over the last axis where mask is true; masked weights are exactly 0 and a fully masked row is 0."""
     if mask is None:
         return ops.softmax(s, axis=-1)
-    m = raw(mask)
-    if kind(m) != "b":
+    if kind(mask) != "b":
         raise DplError(f"`mask` must be boolean (true = may attend), got {describe_type(mask)}")
-    rs = raw(s)
+    sm, ss = np.shape(raw(mask)), np.shape(raw(s))
     try:
-        m = B.xp.broadcast_to(m, rs.shape)
+        fits = np.broadcast_shapes(sm, ss) == ss
     except ValueError:
-        raise DplError(f"`mask` of shape {list(np.shape(m))} does not broadcast against the scores "
-                       f"of shape {list(rs.shape)}") from None
-    shift = B.xp.max(B.xp.where(m, rs, -B.xp.inf), axis=-1, keepdims=True)
-    shift = B.xp.where(B.xp.isfinite(shift), shift, 0.0)
-    e = ops.where(m, ops.exp(ops.sub(ops.where(m, s, shift), shift)), 0.0)
-    total = ops.sum_(e, axis=-1, keepdims=True)
-    return ops.div(e, ops.where(raw(total) == 0, 1.0, total))
+        fits = False
+    if not fits:
+        raise DplError(f"`mask` of shape {list(sm)} does not broadcast against the scores of shape {list(ss)}")
+    return ops.masked_softmax(s, mask, axis=-1)
 
 
 def _attention(interp, span, q, K, score, mask):
@@ -133,8 +131,6 @@ def _weighted_rows(alpha, V, single):
 
 # ---- memory ------------------------------------------------------------------------------------
 
-_EPS = 1e-8
-
 
 def _address(M, key, beta):
     M, key, beta = floats(M, "M"), floats(key, "key"), floats(beta, "beta")
@@ -144,10 +140,10 @@ def _address(M, key, beta):
                        f"{list(np.shape(raw(M)))} and {list(np.shape(raw(key)))}")
     single = nkey < nm
     kb = ops.reshape(key, shape=np.shape(raw(key))[:-1] + (1, np.shape(raw(key))[-1])) if single else key
-    dots = ops.matmul(kb, ops.swapaxes(M))                                              # [..., R, N]
-    nk = ops.sqrt(ops.add(ops.sum_(ops.mul(kb, kb), axis=-1, keepdims=True), _EPS))      # [..., R, 1]
-    nm_ = ops.swapaxes(ops.sqrt(ops.add(ops.sum_(ops.mul(M, M), axis=-1, keepdims=True), _EPS)))  # [..., 1, N]
-    cos = ops.div(dots, ops.mul(nk, nm_))
+    dots = ops.matmul(kb, ops.swapaxes(M))                                 # [..., R, N]
+    nk = ops.norm(kb, axis=-1, keepdims=True)                              # [..., R, 1]
+    nm_ = ops.swapaxes(ops.norm(M, axis=-1, keepdims=True))                # [..., 1, N]
+    cos = _cosine(dots, nk, nm_)
     b = beta
     if np.ndim(raw(beta)):  # [...] for one key, [..., R] for R heads: one sharpness per row of scores
         b = ops.reshape(beta, shape=np.shape(raw(beta)) + ((1, 1) if single else (1,)))

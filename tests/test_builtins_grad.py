@@ -431,3 +431,95 @@ fn vg(x) = value_and_grad(f)(x)
     np.testing.assert_allclose(prog.grad("p")([0.0, 1.0]), [1.0, 2 * math.e], rtol=1e-15)
     assert prog.grad("k")(1.5) == 0.0
     np.testing.assert_array_equal(prog.grad("pick")([5.0, 6.0, 7.0]), [1.0, 0.0, 10.0])
+
+
+# ---- issue 15: the mismatches the JAX comparison found, in programs ------------------------------------------
+
+def test_transpose_with_a_negative_axis_in_perm():
+    p = program("fn f(x) = sum(transpose(x, [0, -1]) * [[1.0, 2.0], [3.0, 4.0]])\n"
+                "fn g(x) = sum(transpose(x, [-1, 0, 1]) * W223)")
+    np.testing.assert_array_equal(p.grad("f")([[0.5, -1.0], [2.0, 0.25]]), [[1.0, 2.0], [3.0, 4.0]])
+    W = np.array([[[1.0, -2.0, 0.5], [0.3, 0.7, -1.1]], [[0.2, 0.4, -0.6], [0.9, -0.8, 0.1]]])
+    np.testing.assert_array_equal(p.grad("g")(np.zeros((2, 3, 2))), np.transpose(W, (1, 2, 0)))
+
+
+def test_power_zero_and_one_at_zero():
+    out = io.StringIO()
+    dpl.loads("fn p0(x) = x ^ 0.0\nfn p1(x) = x ^ 1\nfn q(x) = x ^ 0.0 + x ^ 2\n"
+              "print(grad(p0)(0.0), grad(grad(p1))(0.0), grad(grad(q))(0.0), grad(p0)(0))", stdout=out)
+    assert out.getvalue() == "0.0 0.0 2.0 0.0\n"
+
+
+def test_empty_logsumexp_and_softmax():
+    out = io.StringIO()
+    dpl.loads("print(logsumexp(zeros([0])), logsumexp(zeros([2, 0]), axis = 1), softmax(zeros([0])), "
+              "shape(softmax(zeros([3, 0]), axis = 0)))", stdout=out)
+    assert out.getvalue() == "-inf [-inf, -inf] [] [3, 0]\n"
+
+
+# ---- issue 9 §2: a recorded second-order program holds no constant computed from its inputs -------------------
+
+from frozen import frozen_constants  # noqa: E402
+
+SECOND_ORDER = """
+v3 = [0.5, -1.0, 2.0]
+fn second(f, x) = f(x) + sum(grad(f)(x) * v3)
+fn relu_(x) = sum(relu(x) ^ 2)
+fn abs_(x) = sum(abs(x) ^ 3)
+fn clip_(x) = sum(clip(x * x, 0.25, 1.0) * x)
+fn max_(x) = sum(max(x, x * -0.5) * x) + max(x * x)
+fn min_(x) = sum(min(x, 0.2) * x) + sum(min(x * x, axis = 0))
+fn mod_(x) = sum(x * (x * 3.0) % (x + 1.5))
+fn pow_(x) = sum(x ^ (x + 1.0))
+fn pow0_(x) = sum(x ^ 0.0 * x)
+fn norm_(x) = norm(x) * sum(x)
+fn where_(x) = sum(where(x > 0, x ^ 2, -3.0 * x) * x)
+fn int_(x) = sum(x * x * float(int(x * 3.0)))
+fn attend_(x) = sum(attend(x, K3, K3, mask = [x[0] > 0, x[1] > 0, true]) * x)
+fn address_(x) = sum(address([[1.0, 0.0, 2.0], [0.5, -1.0, 1.0]], x, 2.0)) * sum(x) + sum(read(W3, x, 1.0) * x)
+fn softwhile_(x) {
+    h = x
+    soft while sigmoid(sum(h)) max 3 {
+        h = h * 0.5 + 1.0
+    }
+    return sum(h * x)
+}
+fn overflow_(x) {
+    h = x
+    soft while float(h < 10.0) max 2 {
+        h = h * 1e300
+    }
+    return sum(h * x)
+}
+fn cosine_(x) = sum(attend(x, W3, W3, score = "cosine") * x)
+W3 = [[1.0, 0.0, 2.0], [0.5, -1.0, 1.0]]
+K3 = [[1.0, 0.0, 2.0], [0.5, -1.0, 1.0], [0.0, 1.0, 1.0]]
+"""
+
+FROZEN_PROG = program(SECOND_ORDER)
+
+
+@pytest.mark.parametrize("fn,x1,x2", [
+    ("relu_", [1.0, -2.0, 0.5], [-1.0, 2.0, -0.5]),
+    ("abs_", [1.0, -2.0, 0.0], [-1.0, 0.0, 0.5]),
+    ("clip_", [0.1, 0.7, 1.5], [1.5, 0.1, 0.7]),
+    ("max_", [1.0, -2.0, 0.5], [-1.0, 2.0, 0.0]),
+    ("min_", [1.0, -2.0, 0.2], [0.2, 2.0, -0.5]),
+    ("mod_", [0.3, 0.9, 1.4], [1.3, 0.2, 1.1]),
+    ("pow_", [0.0, 1.5, 2.0], [1.0, 0.0, 0.5]),
+    ("pow0_", [0.0, 1.5, 2.0], [1.0, 0.0, 0.5]),
+    ("norm_", [0.0, 0.0, 0.0], [1.0, 2.0, -0.5]),
+    ("where_", [1.0, -2.0, 0.5], [-1.0, 2.0, -0.5]),
+    ("int_", [0.1, 0.5, -0.9], [0.9, -0.1, 0.3]),
+    ("attend_", [1.0, -2.0, 0.5], [-1.0, 2.0, -0.5]),
+    ("address_", [1.0, -2.0, 0.5], [0.0, 0.0, 0.0]),
+    ("softwhile_", [1.0, -2.0, 0.5], [-1.0, 2.0, -0.5]),
+    ("overflow_", [1e-300, 1.0, 2.0], [1.0, 1e-300, 2.0]),  # the state overflows where its weight is 0
+    ("cosine_", [1.0, -2.0, 0.5], [0.0, 0.0, 0.0]),
+])
+def test_a_recorded_gradient_bakes_in_no_value_of_its_input(fn, x1, x2):
+    """Masks and conditions are recorded ops connected to x (issue 9 §2): the two recordings differ only in
+    values, so a plan recorded at x1 could be replayed at x2."""
+    def record(x):
+        return FROZEN_PROG.trace("second", FROZEN_PROG.function(fn), np.array(x))
+    assert frozen_constants(record, x1, x2) == []

@@ -32,13 +32,13 @@ fn controller(M0, keys, erases, adds, q, u) {
 """, file="memory_test.dpl")
 
 
-def ref_cos(M, k, eps=1e-8):
-    """cos(key, M_i) for key [..., W] or [..., R, W] (then [..., R, N]); norms are sqrt(|x|^2 + eps) as in DPL."""
+def ref_cos(M, k):
+    """cos(key, M_i) for key [..., W] or [..., R, W] (then [..., R, N]): k·Mᵢ / max(‖k‖‖Mᵢ‖, 1e-8) (LANGUAGE.md §9)."""
     single = k.ndim < M.ndim
     kb = k[..., None, :] if single else k
     dots = kb @ np.swapaxes(M, -1, -2)
-    nk, nm = np.sqrt((kb ** 2).sum(-1) + eps), np.sqrt((M ** 2).sum(-1) + eps)
-    c = dots / (nk[..., :, None] * nm[..., None, :])
+    nk, nm = np.sqrt((kb ** 2).sum(-1)), np.sqrt((M ** 2).sum(-1))
+    c = dots / np.maximum(nk[..., :, None] * nm[..., None, :], 1e-8)
     return c[..., 0, :] if single else c
 
 
@@ -47,14 +47,14 @@ def softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def ref_address(M, k, beta, eps=1e-8):
+def ref_address(M, k, beta):
     beta = np.asarray(beta, dtype=float)
     b = beta if beta.ndim == 0 else beta[..., None]
-    return softmax(b * ref_cos(M, k, eps))
+    return softmax(b * ref_cos(M, k))
 
 
-def ref_read(M, k, beta, eps=1e-8):
-    a = ref_address(M, k, beta, eps)
+def ref_read(M, k, beta):
+    a = ref_address(M, k, beta)
     if k.ndim < M.ndim:
         return (a[..., None, :] @ M)[..., 0, :]
     return a @ M
@@ -92,7 +92,6 @@ def test_address_and_read_match_numpy(case):
     want = ref_address(M, k, b)
     assert a.shape == want.shape
     np.testing.assert_allclose(a, want, rtol=1e-12)
-    np.testing.assert_allclose(a, ref_address(M, k, b, eps=0.0), rtol=1e-5)   # the textbook cosine
     np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-13)
     r = PROG.call("rd", M, k, b)
     assert r.shape == a.shape[:-1] + (M.shape[-1],)
@@ -185,6 +184,16 @@ def test_zero_key_and_zero_row_stay_finite():
             assert np.all(np.isfinite(g)), (key, i)
     # (not wrt the zero row itself: there the guarded norm bends on a 1e-4 scale, too close for differences)
     check_grads("l_read", [M, np.array([1.0, 2.0, 3.0]), 5.0, u], [1, 2])
+
+
+def test_a_row_of_small_norm_has_the_contracts_cosine():
+    """No ε inside the norms (issue 15): a tiny row parallel to the key has cosine 1, as attention's cosine."""
+    M = np.array([[1e-5, 0.0], [0.0, 1.0]])
+    np.testing.assert_allclose(PROG.call("addr", M, np.array([1.0, 0.0]), 1.0), [np.e / (np.e + 1), 1 / (np.e + 1)],
+                               rtol=1e-14)
+    # below max(‖k‖‖Mᵢ‖, 1e-8) = 1e-8 the cosine is k·Mᵢ / 1e-8
+    a = PROG.call("addr", np.array([[1e-9, 0.0], [0.0, 1.0]]), np.array([1.0, 0.0]), 1.0)
+    np.testing.assert_allclose(a, softmax(np.array([0.1, 0.0])), rtol=1e-14)
 
 
 def test_memory_updated_in_a_loop_differentiates():

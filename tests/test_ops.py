@@ -18,8 +18,9 @@ import dpl.primitives  # noqa: F401
 import scipy.sparse
 from dpl import ops
 from dpl.autodiff import backward
-from dpl.graph import Box, Trace, raw
+from dpl.graph import Box, Graph, Trace, raw
 from conftest import numeric_grad
+from frozen import frozen_constants
 
 # ---- input domains: (rng, shape) -> float64 array ------------------------------------------------
 
@@ -107,6 +108,12 @@ def ref_norm(x, axis=None, keepdims=False):
     return np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))
 
 
+def ref_masked_softmax(x, mask, axis):
+    e = np.where(mask, np.exp(x - np.max(np.where(mask, x, -np.inf), axis=axis, keepdims=True)), 0.0)
+    total = e.sum(axis=axis, keepdims=True)
+    return e / np.where(total == 0, 1.0, total)
+
+
 # ---- the spec table ---------------------------------------------------------------------------------
 
 
@@ -149,7 +156,7 @@ def reduction(ref, valid=None, **kw):
     axes = [((2, 3), {}), ((2, 3), {"axis": 0}), ((2, 3), {"axis": 1}), ((2, 3), {"axis": -1, "keepdims": True}),
             ((2, 3), {"keepdims": True}), ((2, 3), {"axis": (0, 1)}), ((4, 2, 3), {"axis": (0, 2)}),
             ((4, 2, 3), {"axis": (2, 0), "keepdims": True}), ((), {}), ((3,), {"axis": 0, "keepdims": True}),
-            ((1, 3), {"axis": 0})]
+            ((1, 3), {"axis": 0}), ((4, 2, 3), {"axis": (-1, 0)}), ((4, 2, 3), {"axis": -2, "keepdims": True})]
     return Row(1, (real,), [((s,), a) for s, a in axes], ref=ref, valid=valid, **kw)
 
 
@@ -204,6 +211,9 @@ SPEC: dict[str, Row] = {
     "int": nodiff(1, wide, lambda x: np.trunc(x).astype(np.int64)),
     "any": nodiff(1, boolean, np.any, [(((2, 3),), {}), (((2, 3),), {"axis": 1}), (((),), {})]),
     "all": nodiff(1, boolean, np.all, [(((2, 3),), {}), (((2, 3),), {"axis": 0}), (((),), {})]),
+    "sign": nodiff(1, wide, np.sign),
+    "floor": nodiff(1, wide, np.floor),
+    "isfinite": nodiff(1, real, np.isfinite),
     "astype": Row(1, (real,), [(((2, 3),), {"dtype": np.dtype("float64")}), (((),), {"dtype": np.dtype("float64")})],
                   ref=lambda x, dtype: x.astype(dtype)),
     # linear algebra
@@ -222,7 +232,9 @@ SPEC: dict[str, Row] = {
                                 (((6,),), {"shape": (2, 1, 3)})], ref=lambda x, shape: np.reshape(x, shape)),
     "transpose": Row(1, (real,), [(((2, 3),), {"perm": (1, 0)}), (((4, 2, 3),), {"perm": (2, 0, 1)}),
                                   (((4, 2, 3),), {"perm": (1, 2, 0)}), (((3,),), {"perm": (0,)}),
-                                  (((),), {"perm": ()})], ref=lambda x, perm: np.transpose(x, perm)),
+                                  (((),), {"perm": ()}), (((3, 3),), {"perm": (0, -1)}),
+                                  (((4, 2, 3),), {"perm": (-1, 0, 1)}), (((4, 2, 3),), {"perm": (1, -1, -3)})],
+                   ref=lambda x, perm: np.transpose(x, perm)),
     "broadcast_to": Row(1, (real,), [(((3,),), {"shape": (2, 3)}), (((2, 1),), {"shape": (2, 3)}),
                                      (((),), {"shape": (2, 3)}), (((1, 3),), {"shape": (4, 2, 3)}),
                                      (((2, 3),), {"shape": (2, 3)})],
@@ -258,8 +270,12 @@ SPEC: dict[str, Row] = {
     "logsumexp": reduction(scipy.special.logsumexp),
     "norm": reduction(ref_norm),
     "softmax": Row(1, (real,), [(((3,),), {"axis": -1}), (((2, 3),), {"axis": 0}), (((2, 3),), {"axis": 1}),
-                                (((4, 2, 3),), {"axis": 1}), (((1, 3),), {"axis": -1})],
+                                (((4, 2, 3),), {"axis": 1}), (((1, 3),), {"axis": -1}), (((4, 2, 3),), {"axis": -2})],
                    ref=scipy.special.softmax),
+    "masked_softmax": Row(2, (real, boolean), [(((2, 3), (2, 3)), {"axis": -1}), (((4, 2, 3), (2, 3)), {"axis": -1}),
+                                               (((4, 2, 3), (4, 1, 3)), {"axis": -1}), (((3,), (3,)), {"axis": 0}),
+                                               (((2, 3), (2, 1)), {"axis": 0}), (((2, 3), ()), {"axis": 1})],
+                          ref=ref_masked_softmax),
 }
 
 # ---- helpers ----------------------------------------------------------------------------------------
@@ -272,13 +288,13 @@ def case_id(name, shapes, attrs):
     return f"{name}[{sh}]" + (f"{{{at}}}" if at else "")
 
 
-def sample(name, i):
-    """The arguments of case i of `name`, seeded by the case, redrawn until `valid`."""
+def sample(name, i, draw=0):
+    """The arguments of case i of `name`, seeded by the case (and `draw`, for another sample), redrawn until `valid`."""
     row = SPEC[name]
     shapes, attrs = row.cases[i]
     doms = row.domain * len(shapes) if row.arity is None else row.domain
     assert len(doms) == len(shapes), f"{name}: case {i} has {len(shapes)} shapes, arity {len(doms)}"
-    rng = np.random.default_rng(zlib.crc32(case_id(name, shapes, attrs).encode()))
+    rng = np.random.default_rng([zlib.crc32(case_id(name, shapes, attrs).encode()), draw])
     for _ in range(1000):
         args = [np.asarray(d(rng, s)) for d, s in zip(doms, shapes)]
         args = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in args]
@@ -471,6 +487,43 @@ def test_second_order_matches_finite_differences_of_the_vjp(name, i):
                                    err_msg=f"{name}: second order w.r.t. argument {k}")
 
 
+def record_second_order(name, i):
+    """args -> the Graph of y + ⟨∇y, v⟩, y = sum(op(args) * cot), every argument an input: the backward pass recorded."""
+    op, (_, attrs) = ops.REGISTRY[name], SPEC[name].cases[i]
+    args, _ = sample(name, i)
+    wrt = wrt_of(name, len(args))
+    cot = cotangent(op, args, attrs)
+    vs = [np.random.default_rng(2).normal(size=np.shape(args[k])) for k in wrt]
+
+    def record(args):
+        outer = Trace()
+        ob = [outer.input(a) for a in args]
+        inner = Trace()
+        ib = list(ob)
+        for k in wrt:
+            ib[k] = inner.input(ob[k])
+        y = ops.sum_(ops.mul(op(*ib, **attrs), cot))
+        gs = backward(inner, y, [ib[k] for k in wrt])
+        s = y.value  # recorded, so an adjoint that is a constant (relu's g·mask) is an argument of a node
+        for g, v in zip(gs, vs):
+            s = s if g is None else ops.add(s, ops.sum_(ops.mul(g, v)))
+        return Graph(outer, [s])
+    return record
+
+
+@pytest.mark.parametrize("name,i", params(DIFF, grad=False))
+def test_a_recorded_backward_pass_bakes_in_no_value_of_the_inputs(name, i):
+    """Masks and conditions in VJPs are ops connected to x (issue 9 §2): recordings at two inputs differ
+    only in values, never in a constant argument."""
+    assert frozen_constants(record_second_order(name, i), sample(name, i)[0], sample(name, i, draw=1)[0]) == []
+
+
+def test_the_frozen_constant_check_finds_a_mask_taken_from_raw_values(monkeypatch):
+    monkeypatch.setattr(ops.relu, "vjps", [lambda g, ans, x: ops.mul(g, raw(x) > 0)])
+    found = frozen_constants(record_second_order("relu", 2), sample("relu", 2)[0], sample("relu", 2, draw=1)[0])
+    assert found == ["%5 = add: argument 1 is a constant that depends on the inputs"]  # ⟨g·mask, v⟩ is a constant
+
+
 def test_second_order_of_tanh_is_recorded_and_exact():
     """d²/dx² tanh = -2 tanh (1 - tanh²): the gradient must be a Box of the outer trace, not a constant."""
     x = np.array([-1.0, 0.3, 2.0])
@@ -559,6 +612,74 @@ def test_pow_second_order_is_finite_at_a_zero_base():
     np.testing.assert_allclose(hxy, [0.0, a ** (b - 1) * (1 + b * np.log(a))], rtol=1e-14)
     np.testing.assert_allclose(hyx, [0.0, a ** (b - 1) * (1 + b * np.log(a))], rtol=1e-14)
     np.testing.assert_allclose(hyy, [0.0, a ** b * np.log(a) ** 2], rtol=1e-14)
+
+
+def test_pow_with_exponent_zero_has_gradient_zero_at_a_zero_base():
+    """d/dx x^0 = 0 everywhere, also at x = 0 where y x^(y-1) is 0 · ∞ (issue 15; JAX and PyTorch agree)."""
+    with np.errstate(divide="raise", invalid="raise"):
+        (gx,), _ = grads_of(lambda x: ops.power(x, np.float64(0.0)), [0.0, 2.0, -1.5])
+    np.testing.assert_array_equal(gx, [0.0, 0.0, 0.0])
+    (gx, gy), _ = grads_of(ops.power, [0.0, 0.0, 2.0], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(gx, [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(gy, [0.0, 0.0, np.log(2.0)])
+
+
+def second_derivatives(f, x, y):
+    """(∂²f/∂x², ∂²f/∂x∂y) of sum(f(x, y)) by differentiating the recorded backward pass."""
+    outer = Trace()
+    bx, by = outer.input(np.asarray(x, dtype=float)), outer.input(np.asarray(y, dtype=float))
+    inner = Trace()
+    ix, iy = inner.input(bx), inner.input(by)
+    gx, _ = backward(inner, ops.sum_(f(ix, iy)), [ix, iy])
+    hxx, hxy = backward(outer, ops.sum_(gx), [bx, by])
+    return raw(hxx), raw(hxy)
+
+
+def test_pow_second_order_at_exponents_zero_and_one():
+    """grad(grad(x ^ 1))(0) = 0, not NaN (issue 15); ∂²/∂x∂y x^y = x^(y-1)(1 + y log x) stays exact at y = 0."""
+    with np.errstate(divide="raise", invalid="raise"):
+        hxx, _ = second_derivatives(ops.power, [0.0, 3.0], [1.0, 1.0])
+        np.testing.assert_array_equal(hxx, [0.0, 0.0])
+        hxx, hxy = second_derivatives(ops.power, [0.0, 2.0, 4.0], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(hxx, [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(hxy, [0.0, 0.5, 0.25], rtol=1e-15)  # 1/x, and 0 at the singular x = y = 0
+
+
+def test_transpose_with_negative_axes_in_perm():
+    """The VJP inverts the normalised perm (issue 15: the square case came back transposed)."""
+    x, w = np.array([[0.5, -1.0], [2.0, 0.25]]), np.array([[1.0, 2.0], [3.0, 4.0]])
+    (g,), _ = grads_of(lambda b: ops.transpose(b, perm=(0, -1)), x, cot=w)
+    np.testing.assert_array_equal(g, w)
+    (g,), _ = grads_of(lambda b: ops.transpose(b, perm=(-1, 0, 1)), np.zeros((2, 3, 4)), cot=np.ones((4, 2, 3)))
+    assert g.shape == (2, 3, 4)
+
+
+@pytest.mark.parametrize("shape,axis,want", [((0,), None, -np.inf), ((0, 3), 0, [-np.inf] * 3),
+                                             ((3, 0), 1, [-np.inf] * 3), ((3, 0), 0, np.zeros((0,)))])
+def test_logsumexp_of_nothing_is_minus_inf(shape, axis, want):
+    with np.errstate(divide="ignore"):
+        (g,), out = grads_of(lambda b: ops.logsumexp(b, axis=axis), np.zeros(shape))
+    np.testing.assert_array_equal(out, want)
+    assert g.shape == shape
+
+
+@pytest.mark.parametrize("shape,axis", [((0,), 0), ((0, 3), 0), ((3, 0), 1), ((3, 0), 0), ((2, 0, 3), -2)])
+def test_softmax_over_an_empty_axis_is_empty(shape, axis):
+    (g,), out = grads_of(lambda b: ops.softmax(b, axis=axis), np.zeros(shape))
+    assert out.shape == shape and g.shape == shape
+    mask = np.ones(shape, dtype=bool)
+    (g,), out = grads_of(lambda b: ops.masked_softmax(b, mask, axis=axis), np.zeros(shape))
+    assert out.shape == shape and g.shape == shape
+
+
+def test_masked_softmax_rows_fully_masked_are_zero_with_zero_gradient():
+    x = np.array([[1000.0, -3.0, 2.0], [1.0, 2.0, 3.0]])
+    mask = np.array([[False, False, False], [True, False, True]])
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        (g,), out = grads_of(lambda b: ops.masked_softmax(b, mask, axis=-1), x, cot=[[1.0, 2.0, 3.0], [1.0, 5.0, -1.0]])
+    p = np.exp(1.0) / (np.exp(1.0) + np.exp(3.0))
+    np.testing.assert_allclose(out, [[0.0, 0.0, 0.0], [p, 0.0, 1 - p]], rtol=1e-15)
+    np.testing.assert_allclose(g, [[0.0, 0.0, 0.0], [2 * p * (1 - p), 0.0, -2 * p * (1 - p)]], rtol=1e-14)
 
 
 @pytest.mark.parametrize("op,x,kw,want", [
