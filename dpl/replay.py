@@ -232,6 +232,9 @@ def _vjp_inline(node, pos, g, ans, A, put):
            "sqrt": f"({g} / (2.0 * {ans}))"}.get(name)
     if one is not None:
         return one
+    if name == "pow" and pos == 0 and A[1].startswith("k") and not np.any(np.equal(node.args[1], 0)):
+        # _pow_dx with a constant exponent without zeros: its plain formula, y - 1 computed once
+        return unbroadcast(f"({g} * ({A[1]} * POWER({A[0]}, {put(node.args[1] - 1)})))", 0)
     if name == "matmul" and len(sx(0)) > 1 and len(sx(1)) > 1:  # _matmul_vjp without the 1-d cases
         a, b = A
         if pos == 0:
@@ -260,7 +263,7 @@ def _namespace():
     xp = B.xp
     return {"Miss": Miss, "ONES": xp.ones_like, "array_equal": np.array_equal, "to_host": B.to_host,
             "EXP": xp.exp, "LOG": xp.log, "SIN": xp.sin, "COS": xp.cos, "TANH": xp.tanh, "SQRT": xp.sqrt,
-            "MATMUL": xp.matmul, "SWAPAXES": xp.swapaxes, "RESHAPE": xp.reshape, "BROADCAST_TO": xp.broadcast_to,
+            "MATMUL": xp.matmul, "POWER": xp.power, "SWAPAXES": xp.swapaxes, "RESHAPE": xp.reshape, "BROADCAST_TO": xp.broadcast_to,
             "SUM_TO": ops.sum_to.fwd, "SCATTER": ops.scatter_add.fwd}
 
 
