@@ -204,7 +204,7 @@ class Plan:
 # (dpl/ops.py) makes, so the values are the same bit for bit; shapes are known when the plan is built.
 _FWD = {"add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "neg": "-{0}",
         "exp": "EXP({0})", "log": "LOG({0})", "sin": "SIN({0})", "cos": "COS({0})", "tanh": "TANH({0})",
-        "sqrt": "SQRT({0})", "matmul": "MATMUL({0}, {1})"}
+        "sqrt": "SQRT({0})", "matmul": "MATMUL({0}, {1})", "abs": "ABS({0})", "relu": "MAXIMUM({0}, 0)"}
 
 
 def _vjp_inline(node, pos, g, ans, A, put):
@@ -229,7 +229,8 @@ def _vjp_inline(node, pos, g, ans, A, put):
         return unbroadcast(f"({g} / {A[1]})" if pos == 0 else f"(-({g} * ({ans} / {A[1]})))", pos)
     one = {"neg": f"(-{g})", "exp": f"({g} * {ans})", "log": f"({g} / {A[0]})", "sin": f"({g} * COS({A[0]}))",
            "cos": f"(-({g} * SIN({A[0]})))", "tanh": f"({g} * (1.0 - {ans} * {ans}))",
-           "sqrt": f"({g} / (2.0 * {ans}))"}.get(name)
+           "sqrt": f"({g} / (2.0 * {ans}))", "abs": f"({g} * SIGN({A[0]}))", "relu": f"({g} * GREATER({A[0]}, 0))",
+           "sigmoid": f"({g} * ({ans} * (1.0 - {ans})))", "softplus": f"({g} * SIGMOID({A[0]}))"}.get(name)
     if one is not None:
         return one
     if name == "pow" and pos == 0 and A[1].startswith("k") and not np.any(np.equal(node.args[1], 0)):
@@ -263,7 +264,9 @@ def _namespace():
     xp = B.xp
     return {"Miss": Miss, "ONES": xp.ones_like, "array_equal": np.array_equal, "to_host": B.to_host,
             "EXP": xp.exp, "LOG": xp.log, "SIN": xp.sin, "COS": xp.cos, "TANH": xp.tanh, "SQRT": xp.sqrt,
-            "MATMUL": xp.matmul, "POWER": xp.power, "SWAPAXES": xp.swapaxes, "RESHAPE": xp.reshape, "BROADCAST_TO": xp.broadcast_to,
+            "ABS": xp.abs, "MAXIMUM": xp.maximum, "MATMUL": xp.matmul, "POWER": xp.power, "SIGN": xp.sign,
+            "GREATER": xp.greater, "SIGMOID": ops.sigmoid.fwd, "SWAPAXES": xp.swapaxes, "RESHAPE": xp.reshape,
+            "BROADCAST_TO": xp.broadcast_to,
             "SUM_TO": ops.sum_to.fwd, "SCATTER": ops.scatter_add.fwd}
 
 

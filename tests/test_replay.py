@@ -3,6 +3,7 @@ recording there gives, or finds out that it cannot (a guard, a rebound name, a t
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -347,3 +348,60 @@ def test_conformance_runner_output_with_no_replay(tmp_path):
         runs = [subprocess.run([sys.executable, "-m", "dpl.cli", "run", str(path), *flag],
                                capture_output=True, text=True, timeout=300) for flag in ([], ["--no-replay"])]
         assert runs[0].stdout == runs[1].stdout and runs[0].returncode == runs[1].returncode == 0, path.name
+
+
+# ---- every kernel a plan writes inline is its op, bit for bit -----------------------------------------------
+
+class _Interp:
+    """What Plan.run reads of an interpreter."""
+    params, globals, steps, max_steps = {}, {}, 0, 10 ** 9
+
+
+def _inline_cases():
+    from dpl import ops
+    r = np.random.default_rng(3)
+    pos = lambda *s: r.uniform(0.5, 2.0, s)  # noqa: E731
+    real = lambda *s: r.standard_normal(s)  # noqa: E731
+    binary = [((2, 3), (2, 3)), ((2, 3), (3,)), ((2, 1), (1, 3)), ((), (3,)), ((3,), ())]
+    cases = []
+    for name in ["add", "sub", "mul", "div"]:
+        cases += [(name, getattr(ops, name), [pos(*a), pos(*b)], {}) for a, b in binary]
+    cases += [(f.name, f, [pos(2, 3)], {}) for f in (ops.neg, ops.exp, ops.log, ops.sin, ops.cos, ops.tanh,
+                                                     ops.sqrt, ops.sigmoid, ops.softplus)]
+    cases += [(f.name, f, [real(2, 3)], {}) for f in (ops.abs_, ops.relu)]
+    cases += [("pow", ops.power, [pos(2, 3), 3.0], {}), ("pow", ops.power, [pos(2, 3), pos(3)], {}),
+              ("pow", ops.power, [pos(3), np.array([2.0, 0.0, 1.5])], {})]
+    cases += [("matmul", ops.matmul, [real(*a), real(*b)], {})
+              for a, b in [((2, 3), (3, 4)), ((5, 2, 3), (3, 4)), ((2, 3), (5, 3, 4)), ((1, 2, 3), (5, 3, 2))]]
+    cases += [("index", ops.index, [real(4, 3)], {"key": (slice(1, 3), 0)}),
+              ("index", ops.index, [real(4, 3)], {"key": np.array([0, 2, 2])}),
+              ("sum", ops.sum_, [real(4, 3)], {"axis": 0}), ("sum", ops.sum_, [real(4, 3)], {}),
+              ("sum", ops.sum_, [real(4, 3, 2)], {"axis": (0, 2), "keepdims": True}),
+              ("stack", ops.stack, [real(2, 3), real(2, 3)], {"axis": 1}),
+              ("stack", ops.stack, [real(2, 3), real(2, 3)], {"axis": -1})]
+    return cases
+
+
+@pytest.mark.parametrize("case", _inline_cases(), ids=lambda c: c[0])
+def test_inlined_kernels_and_vjps_equal_the_ops(case):
+    from dpl.autodiff import backward
+    from dpl.graph import Trace
+    name, op, args, attrs = case
+    trace = Trace()
+    boxes = [trace.input(np.asarray(a), f"a{k}") if np.ndim(a) or k == 0 else a for k, a in enumerate(args)]
+    y = op(*boxes, **attrs)
+    w = np.random.default_rng(1).standard_normal(np.shape(raw(y)))
+    from dpl import ops
+    out = ops.sum_(ops.mul(y, w))
+    wrt = [b for b in boxes if type(b) is graph.Box]
+    log = []
+    want = backward(trace, out, wrt, log=log)
+    rec = record.Recording(trace, out, boxes, {}, {}, 0)
+    plan = replay.Plan(rec, wrt, log, False)
+    inputs = [raw(b) for b in boxes]
+    value, adj, _ = plan.run(_Interp(), inputs)
+    assert same(value, out.value)
+    assert all(same(a, b) for a, b in zip(adj, want)), plan.source
+    inlined = name != "pow" or (np.ndim(args[1]) == 0 and type(boxes[1]) is not graph.Box)
+    rules = re.findall(r"R(\d+)_\d+\(", plan.source)  # VJP rules called rather than inlined
+    assert set(rules) <= {str(len(trace.inputs) + len(trace.nodes) - 1)} or not inlined, plan.source  # but sum's
