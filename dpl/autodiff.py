@@ -27,8 +27,8 @@ def depends(trace: Trace, wrt) -> set:
 def backward(trace: Trace, out: Box, wrt: list[Box], seed=None, log: list | None = None) -> list:
     """Adjoints ∂out/∂w for each input box in `wrt` (None where out does not depend on it).
 
-    `log`, when given, receives (node, position) for every VJP that contributed, in order: replay
-    compiles exactly that sequence."""
+    `log`, when given, receives (node, position, adjoint dtype) for every VJP that contributed, in order:
+    replay compiles exactly that sequence."""
     adj = {out.node: B.xp.ones_like(raw(out.value)) if seed is None else seed}
     live = depends(trace, wrt)
     saved = graph.current_span
@@ -45,7 +45,7 @@ def backward(trace: Trace, out: Box, wrt: list[Box], seed=None, log: list | None
                 if gi is None:
                     continue
                 if log is not None:
-                    log.append((node, pos))
+                    log.append((node, pos, raw(gi).dtype))
                 want = np.shape(raw(parent.value))
                 if np.shape(raw(gi)) != want:
                     raise VjpError(f"vjp of `{node.op.name}` for argument {pos} has shape "

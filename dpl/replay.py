@@ -207,6 +207,10 @@ _FWD = {"add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} 
         "sqrt": "SQRT({0})", "matmul": "MATMUL({0}, {1})", "abs": "ABS({0})", "relu": "MAXIMUM({0}, 0)"}
 
 
+# The inline VJPs that always make a new array (a view, `g` itself or a rule's result may be shared).
+_FRESH = ("(", "SUM_TO(", "SCATTER(", "MATMUL(")
+
+
 def _vjp_inline(node, pos, g, ans, A, put):
     """The VJP rule of ops.py for (node, pos) as one expression, or None to call the rule itself.
     Mirrors the rules exactly: the same ufuncs on the same operands, unbroadcast where it sums."""
@@ -343,7 +347,8 @@ def _compile(trace, out_node, out_value, wrt_nodes, log):
         o = slot[out_node]
         stmts.append((f"g{o} = ONES(v{o})", {f"g{o}"}, {f"v{o}"}))
         have = {out_node}
-        for node, pos in log:
+        dtypes, owned = {}, {f"g{o}"}  # adjoints held by nothing else: `+=` on them is `q = q + t` in place
+        for node, pos, dtype in log:
             j = slot[node]
             parent = node.parents[[p for p, _ in node.parents].index(pos)][1]
             names, attrs, used = args_of(node)
@@ -355,9 +360,17 @@ def _compile(trace, out_node, out_value, wrt_nodes, log):
             used = used | {f"g{j}", f"v{j}"}
             q = f"g{slot[parent]}"
             if parent in have:
-                stmts.append((f"{q} = {q} + {call}", {q}, used | {q}))
+                if q in owned and np.result_type(dtypes[q], dtype) == dtypes[q]:
+                    stmts.append((f"{q} += {call}", {q}, used | {q}))
+                else:
+                    stmts.append((f"{q} = {q} + {call}", {q}, used | {q}))
+                    owned.add(q)
+                    dtypes[q] = np.result_type(dtypes[q], dtype)
             else:
                 have.add(parent)
+                dtypes[q] = dtype
+                if call.startswith(_FRESH):
+                    owned.add(q)
                 stmts.append((f"{q} = {call}", {q}, used))
         results = [f"g{slot[w]}" if w in have else "None" for w in wrt_nodes]
         value = f"v{o}"
