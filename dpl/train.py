@@ -22,42 +22,80 @@ from .interp import describe_type, is_tensor, kind
 
 
 class Optimizer:
-    """sgd (with momentum), adam (bias-corrected, as torch.optim.Adam) and rmsprop, on plain arrays."""
+    """sgd (with momentum), adam (bias-corrected, as torch.optim.Adam) and rmsprop.
+
+    The parameters of a train block live in one flat buffer that `params[name]` are views of (made when
+    the block first steps, so a value taken before training keeps its value), and so does the optimizer
+    state: an update is a handful of array operations however many parameters there are, written in
+    place. Elementwise it is the same arithmetic as parameter by parameter, so the same bits."""
 
     def __init__(self, spec: OptimizerSpec):
         self.kind, self.h = spec.kind, spec.hyper
-        self.state: dict[str, tuple] = {}
+        self.state: dict[str, tuple] = {}  # name -> its slots (views of the flat state once stepped)
         self.t = 0
+        self._flat = None  # (names, buffer, views): the parameters' buffer
+        self._flat_state = None  # (names, slots as flat arrays), or None when `state` must be read
 
-    def step(self, params: dict, grads: dict) -> tuple[dict, dict]:
-        """The new parameter values and optimizer state, as new arrays (a value taken before training keeps
-        its value); the caller commits them only if they are finite."""
+    def _own(self, params: dict, names: list):
+        f = self._flat
+        if f is not None and f[0] == names and all(params[n] is v for n, v in zip(names, f[2])):
+            return f[1]
+        buf = _cat([params[n] for n in names])
+        self._flat = (names, buf, _views(buf, [np.shape(params[n]) for n in names]))
+        params.update(zip(names, self._flat[2]))
+        return buf
+
+    def _slots(self, names, sizes):
+        """The state of every parameter as flat arrays per slot (0.0 before the first step)."""
+        fs = self._flat_state
+        if fs is not None and fs[0] == names:
+            return fs[1]
+        if not any(n in self.state for n in names):
+            return None
+        parts = [self.state.get(n) for n in names]
+        k = len(self._SLOTS[self.kind])
+        return tuple(_cat([(p if k > 1 else (p,))[j] if p is not None else B.xp.zeros(size, dtype=B.float_dtype)
+                           for p, size in zip(parts, sizes)]) for j in range(k))
+
+    def step(self, params: dict, grads: dict) -> tuple[dict, tuple]:
+        """The new parameter values (views of one new flat array) and optimizer state; the caller commits
+        them only if they are finite."""
         xp, h, t = B.xp, self.h, self.t + 1
-        new, state = {}, {}
-        for name, g in grads.items():
-            p = params[name]
-            if self.kind == "sgd":
-                if h["momentum"]:
-                    v = self.state.get(name)
-                    g = state[name] = g if v is None else h["momentum"] * v + g
-                new[name] = p - h["lr"] * g
-            elif self.kind == "adam":
-                b1, b2 = h["betas"]
-                m, v = self.state.get(name, (0.0, 0.0))
-                m = b1 * m + (1 - b1) * g
-                v = b2 * v + (1 - b2) * g * g
-                state[name] = (m, v)
-                new[name] = p - h["lr"] * (m / (1 - b1 ** t)) / (xp.sqrt(v / (1 - b2 ** t)) + h["eps"])
-            else:  # rmsprop
-                v = self.state.get(name, 0.0)
-                v = state[name] = h["alpha"] * v + (1 - h["alpha"]) * g * g
-                new[name] = p - h["lr"] * g / (xp.sqrt(v) + h["eps"])
-        return new, state
+        names = list(grads)
+        p = self._own(params, names)
+        g = _cat([grads[n] for n in names])
+        sizes = [int(np.size(params[n])) for n in names]
+        slots = self._slots(names, sizes)
+        if self.kind == "sgd":
+            if h["momentum"]:
+                g = g if slots is None else h["momentum"] * slots[0] + g
+                state = (g,)
+            else:
+                state = ()
+            new = p - h["lr"] * g
+        elif self.kind == "adam":
+            b1, b2 = h["betas"]
+            m, v = (0.0, 0.0) if slots is None else slots
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            state = (m, v)
+            new = p - h["lr"] * (m / (1 - b1 ** t)) / (xp.sqrt(v / (1 - b2 ** t)) + h["eps"])
+        else:  # rmsprop
+            v = 0.0 if slots is None else slots[0]
+            v = h["alpha"] * v + (1 - h["alpha"]) * g * g
+            state = (v,)
+            new = p - h["lr"] * g / (xp.sqrt(v) + h["eps"])
+        shapes = [np.shape(params[n]) for n in names]
+        return dict(zip(names, _views(new, shapes))), (names, new, state, shapes)
 
-    def commit(self, params: dict, new: dict, state: dict) -> None:
+    def commit(self, params: dict, new: dict, state: tuple) -> None:
+        names, flat, slots, shapes = state
         self.t += 1
-        self.state.update(state)
-        params.update(new)
+        self._own(params, names)[...] = flat  # in place: params[name] are views of the buffer
+        if slots:
+            self._flat_state = (names, slots)
+            per = [_views(s, shapes) for s in slots]
+            self.state = {n: (tuple(v[i] for v in per) if len(slots) > 1 else per[0][i]) for i, n in enumerate(names)}
 
     _SLOTS = {"sgd": ("buf",), "adam": ("m", "v"), "rmsprop": ("v",)}
 
@@ -80,6 +118,7 @@ class Optimizer:
                                            a.dtype != B.float_dtype for n, a in arrays.items()):
                 raise ValueError(f"its {self.kind} state does not fit the parameters")
         self.t = t
+        self._flat_state = None
         for name in names:
             parts = tuple(B.xp.asarray(groups[f"opt.{s}"][name]) for s in slots)
             self.state[name] = parts if self.kind == "adam" else parts[0]
@@ -87,6 +126,22 @@ class Optimizer:
     def describe(self) -> str:
         extra = f", momentum={self.h['momentum']:g}" if self.kind == "sgd" and self.h["momentum"] else ""
         return f"{self.kind}(lr={self.h['lr']:g}{extra})"
+
+
+def _cat(arrays):
+    """The arrays flattened one after another (parameters are all of the run's float dtype)."""
+    xp = B.xp
+    return xp.concatenate([xp.reshape(a, -1) for a in arrays]) if arrays else xp.zeros(0, dtype=B.float_dtype)
+
+
+def _views(flat, shapes) -> list:
+    """`flat` cut into arrays of these shapes, in order (views, not copies)."""
+    out, off = [], 0
+    for shp in shapes:
+        size = int(np.prod(shp, dtype=np.int64))
+        out.append(flat[off:off + size].reshape(shp))
+        off += size
+    return out
 
 
 def loss_and_grads(interp, loss_fn, args, span):
