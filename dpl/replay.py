@@ -84,10 +84,10 @@ class Entry:
         if rec.trace.tainted:
             self._miss(f"it has {rec.trace.tainted}")
             return
-        prev, self.candidate = self.candidate, (rec, wrt, log)
+        prev, self.candidate = self.candidate, Skeleton(rec)
         if prev is None:
             return
-        why = _mismatch(prev[0], rec)
+        why = prev.mismatch(self.candidate)
         if why is None:
             self.plans.insert(0, Plan(rec, wrt, log, wrt_params))
             del self.plans[MAX_PLANS:]
@@ -132,30 +132,41 @@ def _same(a, b) -> bool:
         return False
 
 
-def _mismatch(a, b) -> str | None:
-    """Why two recordings of one call differ (None: same nodes, edges, attributes, constants and guards)."""
-    ta, tb = a.trace, b.trace
-    if len(ta.inputs) != len(tb.inputs) or len(ta.nodes) != len(tb.nodes) or len(ta.guards) != len(tb.guards):
-        return "a different path"
-    if [n.name for n in ta.inputs] != [n.name for n in tb.inputs]:
-        return "different inputs"
-    if a.reads.keys() != b.reads.keys() or any(a.reads[k] is not b.reads[k] for k in a.reads):
-        return "a top-level name bound to another value"
-    index = {n: i for i, n in enumerate(ta.inputs + ta.nodes)}
-    index.update((n, i) for i, n in enumerate(tb.inputs + tb.nodes))
-    for na, nb in zip(ta.nodes, tb.nodes):
-        if na.op is not nb.op or [(p, index[q]) for p, q in na.parents] != [(p, index[q]) for p, q in nb.parents]:
+class Skeleton:
+    """What two recordings of a call must share for a plan: inputs, names read, and per node its op, edges,
+    attributes and constant arguments; values are left out (a recording waiting for its twin holds only this)."""
+
+    def __init__(self, rec):
+        trace = rec.trace
+        self.inputs = [n.name for n in trace.inputs]
+        self.reads = rec.reads
+        index = {n: i for i, n in enumerate(trace.inputs + trace.nodes)}
+        self.nodes = []
+        for n in trace.nodes:
+            parents = tuple((p, index[q]) for p, q in n.parents)
+            at = {p for p, _ in n.parents}
+            self.nodes.append((n.op, parents, n.attrs, [(k, a) for k, a in enumerate(n.args) if k not in at]))
+        self.guards = [(index[g], at, taken) for g, taken, _, at in trace.guards]
+
+    def mismatch(self, other) -> str | None:
+        """Why the two recordings differ (None: the same nodes, edges, attributes, constants and guards)."""
+        if (len(self.nodes), len(self.guards), self.inputs) != (len(other.nodes), len(other.guards), other.inputs):
             return "a different path"
-        if not _same(na.attrs, nb.attrs):
-            return f"constant attributes of `{na.op.name}` that change with the inputs"
-        parents = {p for p, _ in na.parents}
-        for k, (x, y) in enumerate(zip(na.args, nb.args)):
-            if k not in parents and not _same(x, y):
-                return f"constant argument {k} of `{na.op.name}` that changes with the inputs"
-    for (ga, va, _, pa), (gb, vb, _, pb) in zip(ta.guards, tb.guards):
-        if index[ga] != index[gb] or pa != pb or not _same(va, vb):
-            return "a different path"
-    return None
+        a, b = self.reads, other.reads
+        if a.keys() != b.keys() or any(a[k] is not b[k] for k in a):
+            return "a top-level name bound to another value"
+        for (op, pa, aa, ca), (op2, pb, ab, cb) in zip(self.nodes, other.nodes):
+            if op is not op2 or pa != pb:
+                return "a different path"
+            if not _same(aa, ab):
+                return f"constant attributes of `{op.name}` that change with the inputs"
+            for (k, x), (_, y) in zip(ca, cb):
+                if not _same(x, y):
+                    return f"constant argument {k} of `{op.name}` that changes with the inputs"
+        for (i, p, x), (j, q, y) in zip(self.guards, other.guards):
+            if i != j or p != q or not _same(x, y):
+                return "a different path"
+        return None
 
 
 class Plan:
@@ -377,24 +388,58 @@ def _compile(trace, out_node, out_value, wrt_nodes, log):
     else:
         results = ["None"] * len(wrt_nodes)
         value = put(out_value)
+    sources = _sources(stmts, len(trace.inputs), value, results)
+    for text in sources:  # one at a time: the compiler holds a whole module's syntax tree at once
+        exec(compile(text, "<dpl plan>", "exec"), ns)
+    return ns["plan"], "\n".join(sources)
+
+
+CHUNK = 1000  # statements per compiled function: CPython's compiler needs about 4 KB per statement at once
+
+
+def _sources(stmts, n_inputs, value, results) -> list[str]:
+    """The plan's Python source: the statements with each name deleted after its last use. A long plan is
+    cut into functions of CHUNK statements that pass the values still needed on through a dict."""
     keep = {value} | set(results)
     last: dict[str, int] = {}
     for i, (_, defs, used) in enumerate(stmts):
         for name in used | defs:
             last[name] = i
-    for n in range(len(trace.inputs)):  # inputs nothing reads
-        last.setdefault(f"v{n}", -1)
     dies: dict[int, list] = {}
     for name, i in last.items():
         if name not in keep:
             dies.setdefault(i, []).append(name)
-    lines = [f"def plan({', '.join(f'v{i}' for i in range(len(trace.inputs)))}):"]
-    for i in range(-1, len(stmts)):
-        if i >= 0:
+    inputs = [f"v{i}" for i in range(n_inputs)]
+    ret = f"return {value}, ({', '.join(results)}{',' if len(results) == 1 else ''})"
+
+    def body(lo, hi, local, lines):
+        for i in range(lo, hi):
             lines.append("    " + stmts[i][0])
-        if i in dies:
-            lines.append(f"    del {', '.join(sorted(dies[i]))}")
-    lines.append(f"    return {value}, ({', '.join(results)}{',' if len(results) == 1 else ''})")
-    source = "\n".join(lines) + "\n"
-    exec(compile(source, "<dpl plan>", "exec"), ns)
-    return ns["plan"], source
+            local |= stmts[i][1]
+            if i in dies:
+                lines.append(f"    del {', '.join(sorted(dies[i]))}")
+                local -= set(dies[i])
+
+    if len(stmts) <= CHUNK:
+        lines = [f"def plan({', '.join(inputs)}):"]
+        body(0, len(stmts), set(), lines)
+        return ["\n".join(lines + ["    " + ret]) + "\n"]
+    chunks = []
+    for c, lo in enumerate(range(0, len(stmts), CHUNK)):
+        hi = min(lo + CHUNK, len(stmts))
+        need, seen = set(), set()
+        for _, defs, used in stmts[lo:hi]:  # read before this chunk assigns them: handed over in V
+            need |= used - seen
+            seen |= used | defs
+        lines = [f"def chunk{c}(V):"] + [f"    {n} = V.pop({n!r})" for n in sorted(need)]
+        local = set(need)
+        body(lo, hi, local, lines)
+        lines += [f"    V[{n!r}] = {n}" for n in sorted(local) if last[n] >= hi or n in keep]
+        chunks.append("\n".join(lines) + "\n")
+
+    def fetch(n):
+        return f"V[{n!r}]" if n.startswith(("v", "g")) else n
+    entry = [f"def plan({', '.join(inputs)}):", f"    V = {{{', '.join(f'{n!r}: {n}' for n in inputs)}}}"]
+    entry += [f"    chunk{c}(V)" for c in range(len(chunks))]
+    entry.append(f"    return {fetch(value)}, ({', '.join(map(fetch, results))}{',' if len(results) == 1 else ''})")
+    return chunks + ["\n".join(entry) + "\n"]
