@@ -369,9 +369,10 @@ fn loss_step(M, h, w0, u) {
 """
 
 
-def np_cos_address(M, k, beta, eps=1e-8):
+def np_cos_address(M, k, beta):
+    """LANGUAGE.md §9's cosine: k·m / max(‖k‖‖m‖, 1e-8)."""
     dots = np.einsum("bnw,bw->bn", M, k)
-    cos = dots / (np.sqrt((k ** 2).sum(-1) + eps)[:, None] * np.sqrt((M ** 2).sum(-1) + eps))
+    cos = dots / np.maximum(np.linalg.norm(k, axis=-1)[:, None] * np.linalg.norm(M, axis=-1), 1e-8)
     return softmax(beta[:, None] * cos)
 
 
