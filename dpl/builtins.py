@@ -708,3 +708,4 @@ CONSTANTS = {"pi": math.pi, "e": math.e}  # made tensors of the run's float dtyp
 
 
 from . import primitives  # noqa: E402,F401  (registers attention, memory, odeint and sparse builtins)
+from . import numerics  # noqa: E402,F401  (registers the NumPy/SciPy functions of issue 11)

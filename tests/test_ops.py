@@ -260,6 +260,51 @@ SPEC: dict[str, Row] = {
                    ref=scipy.special.softmax),
 }
 
+# ---- dpl/numerics.py (issue 11) ------------------------------------------------------------------
+
+
+def inside1(rng, s):  # arcsin, arccos, arctanh, erfinv: inside (-1, 1)
+    return rng.uniform(-0.9, 0.9, size=s)
+
+
+def above1(rng, s):  # arccosh
+    return rng.uniform(1.2, 3.0, size=s)
+
+
+def off_int(rng, s):  # floor, ceil, round, sign: never at a jump
+    return rng.integers(-3, 3, size=s) + rng.uniform(0.1, 0.4, size=s) * rng.choice([1, 2], size=s)
+
+
+SPEC.update({
+    "sign": nodiff(1, off_int, np.sign),
+    "floor": nodiff(1, off_int, np.floor),
+    "ceil": nodiff(1, off_int, np.ceil),
+    "round": nodiff(1, off_int, np.round),
+    "log1p": unary(pos, np.log1p),
+    "expm1": unary(real, np.expm1),
+    "log2": unary(pos, np.log2),
+    "log10": unary(pos, np.log10),
+    "exp2": unary(real, np.exp2),
+    "sinh": unary(real, np.sinh),
+    "cosh": unary(real, np.cosh),
+    "arcsin": unary(inside1, np.arcsin),
+    "arccos": unary(inside1, np.arccos),
+    "arctan": unary(wide, np.arctan),
+    "arcsinh": unary(wide, np.arcsinh),
+    "arccosh": unary(above1, np.arccosh),
+    "arctanh": unary(inside1, np.arctanh),
+    "erf": unary(real, scipy.special.erf),
+    "erfc": unary(real, scipy.special.erfc),
+    "erfinv": unary(inside1, scipy.special.erfinv),
+    "lgamma": unary(pos, scipy.special.gammaln),
+    "gamma": unary(pos, scipy.special.gamma),
+    "polygamma": Row(1, (pos,), [(s, {"n": n}) for s in UNARY_SHAPES[:4] for n in (0, 1, 3)],
+                     ref=lambda x, n: scipy.special.polygamma(n, x)),
+    "arctan2": binary((real, divisor), np.arctan2),
+    "hypot": binary((divisor, divisor), np.hypot),
+    "logaddexp": binary((real, real), np.logaddexp),
+})
+
 # ---- helpers ----------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,194 @@
+"""The NumPy/SciPy functions of dpl/numerics.py as DPL builtins: values against NumPy/SciPy, gradients against
+central finite differences to second order (broadcast and batch shapes), float32 kept, positioned errors.
+
+The primitives among them are checked op by op in test_ops.py as well; here every builtin, composed or not,
+is checked through a real program. A case is (the body of F, its arguments, a NumPy reference, which
+arguments take a gradient). The program around it is
+
+    fn F(a0, a1) = BODY
+    fn f(a0, a1, cot) = sum(F(a0, a1) * cot)                  # first order: grad(f)
+    fn s0(a0, a1, cot, v) = sum(grad(f, argnum = 0)(a0, a1, cot) * v)   # second order: grad(s0)
+"""
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+import zlib
+from typing import Callable
+
+import numpy as np
+import pytest
+import scipy.special
+
+import dpl
+from conftest import check_grads
+from dpl.errors import DplError
+
+
+@dataclasses.dataclass
+class Case:
+    body: str                     # an expression in a0, a1, ..., or a block `{ ... }`
+    args: Callable                # rng -> list of arguments (float64 arrays, or integer arrays/ints taking no gradient)
+    ref: Callable                 # NumPy/SciPy reference of F
+    wrt: tuple = (0,)
+    second: bool = True
+    rtol: float = 1e-6
+
+
+def rng_for(name):
+    return np.random.default_rng(zlib.crc32(name.encode()))
+
+
+def normal(*shape):
+    return lambda r: r.normal(size=shape)
+
+
+def within(lo, hi, *shape):
+    return lambda r: r.uniform(lo, hi, size=shape)
+
+
+def off_int(*shape):  # never near a jump of floor/ceil/round
+    return lambda r: r.integers(-3, 3, size=shape) + r.uniform(0.1, 0.4, size=shape) * r.choice([1, 2], size=shape)
+
+
+def pair(a, b):
+    return lambda r: [a(r), b(r)]
+
+
+def one(a):
+    return lambda r: [a(r)]
+
+
+CASES: dict[str, Case] = {}
+
+
+def case(name, body, args, ref, **kw):
+    assert name not in CASES
+    CASES[name] = Case(body, args, ref, **kw)
+
+
+# ---- 1. elementwise ---------------------------------------------------------------------------------------
+
+for fname, dom, ref in [
+    ("sign", off_int, np.sign), ("floor", off_int, np.floor), ("ceil", off_int, np.ceil),
+    ("round", off_int, np.round),
+]:
+    case(fname, f"{fname}(a0) * a0", one(dom(2, 3)), lambda x, ref=ref: ref(x) * x)
+sp = scipy.special
+for fname, lo, hi, ref in [
+    ("square", -2, 2, np.square), ("reciprocal", 0.5, 2, np.reciprocal), ("log1p", -0.5, 2, np.log1p),
+    ("expm1", -2, 2, np.expm1), ("log2", 0.5, 3, np.log2), ("log10", 0.5, 3, np.log10),
+    ("exp2", -2, 2, np.exp2), ("sinh", -2, 2, np.sinh), ("cosh", -2, 2, np.cosh),
+    ("arcsin", -0.9, 0.9, np.arcsin), ("arccos", -0.9, 0.9, np.arccos), ("arctan", -3, 3, np.arctan),
+    ("arcsinh", -3, 3, np.arcsinh), ("arccosh", 1.2, 3, np.arccosh), ("arctanh", -0.9, 0.9, np.arctanh),
+    ("sinc", -2, 2, np.sinc), ("erf", -2, 2, sp.erf), ("erfc", -2, 2, sp.erfc), ("erfinv", -0.9, 0.9, sp.erfinv),
+    ("lgamma", 0.3, 4, sp.gammaln), ("digamma", 0.3, 4, sp.digamma), ("gamma", 0.3, 4, sp.gamma),
+]:
+    case(fname, f"{fname}(a0)", one(within(lo, hi, 4, 2, 3)), ref)
+case("sinc-at-0", "sinc(a0)", lambda r: [np.array([0.0, 1e-4, -3e-4, 0.3])], np.sinc)
+case("polygamma", "polygamma(2, a0)", one(within(0.5, 3, 2, 3)), lambda x: sp.polygamma(2, x))
+for fname, ref in [("arctan2", np.arctan2), ("hypot", np.hypot), ("logaddexp", np.logaddexp)]:
+    case(fname, f"{fname}(a0, a1)", pair(normal(2, 3), normal(3)), ref, wrt=(0, 1))
+    case(fname + "-bcast", f"{fname}(a0, a1)", pair(normal(2, 1), normal(1, 3)), ref, wrt=(0, 1))
+
+
+# ---- the checks ----------------------------------------------------------------------------------------------
+
+
+def source(c: Case, nargs: int) -> str:
+    names = ", ".join(f"a{i}" for i in range(nargs))
+    body = c.body if c.body.lstrip().startswith("{") else f"= {c.body}"
+    lines = [f"fn F({names}) {body}", f"fn f({names}, cot) = sum(F({names}) * cot)"]
+    for k in c.wrt:
+        lines.append(f"fn s{k}({names}, cot, v) = sum(grad(f, argnum = {k})({names}, cot) * v)")
+    return "\n".join(lines) + "\n"
+
+
+def setup(name, dtype="float64"):
+    c = CASES[name]
+    r = rng_for(name)
+    args = c.args(r)
+    prog = dpl.loads(source(c, len(args)), dtype=dtype)
+    return c, r, args, prog
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_value_matches_numpy(name):
+    c, _, args, prog = setup(name)
+    got = prog.call("F", *args)
+    want = c.ref(*args)
+    assert np.shape(got) == np.shape(want)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradients_match_finite_differences_to_second_order(name):
+    c, r, args, prog = setup(name)
+    cot = r.normal(size=np.shape(c.ref(*args)))
+    check_grads(prog, "f", args + [cot], c.wrt, rtol=c.rtol)
+    if c.second:
+        for k in c.wrt:
+            v = r.normal(size=np.shape(args[k]))
+            check_grads(prog, f"s{k}", args + [cot, v], (k,), rtol=max(c.rtol, 1e-5), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_float32_stays_float32(name):
+    c, r, args, prog = setup(name, "float32")
+    args = [a.astype(np.float32) if np.asarray(a).dtype.kind == "f" else a for a in args]
+    out = prog.call("F", *args)
+    if np.asarray(out).dtype.kind == "f":
+        assert np.asarray(out).dtype == np.float32
+    cot = r.normal(size=np.shape(out)).astype(np.float32)
+    for k in c.wrt:
+        g = prog.grad("f", k)(*args, cot)
+        assert g.dtype == np.float32, f"adjoint of argument {k} is {g.dtype}"
+
+
+# ---- known values and edges ------------------------------------------------------------------------------------
+
+
+def run(src):
+    out = []
+
+    class W:
+        def write(self, s):
+            out.append(s)
+
+        def flush(self):
+            pass
+    dpl.loads(textwrap.dedent(src), stdout=W())
+    return "".join(out)
+
+
+def error_of(src):
+    with pytest.raises(DplError) as ei:
+        dpl.loads(textwrap.dedent(src), file="prog.dpl")
+    return ei.value
+
+
+def test_sinc_second_derivative_at_zero_is_minus_pi_squared_over_three():
+    assert float(run("print(grad(grad(sinc))(0.0))")) == pytest.approx(-np.pi ** 2 / 3, rel=1e-12)
+
+
+def test_piecewise_constant_functions_pass_no_gradient():
+    assert run("fn h(x) = floor(x) + ceil(x) + round(x) + sign(x)\nprint(grad(h)(2.5), h(2.5))") == "0.0 8.0\n"  # 2 + 3 + 2 (half to even) + 1
+
+
+def test_hypot_gradient_at_the_origin_is_zero():
+    assert run("fn h(x) = hypot(x, 0.0)\nprint(grad(h)(0.0))") == "0.0\n"
+
+
+def test_logaddexp_is_stable_for_large_inputs():
+    value, slope = run("fn h(x) = logaddexp(x, 1000.0)\nprint(logaddexp(1000.0, 1000.0), grad(h)(1000.0))").split()
+    assert float(value) == 1000.0 + np.log(2.0) and float(slope) == pytest.approx(0.5, rel=1e-12)
+
+
+@pytest.mark.parametrize("src,msg,col", [
+    ("x = arctan2([1.0, 2.0], [1.0, 2.0, 3.0])", "`arctan2`", 5),
+    ("x = polygamma(-1, 2.0)", "`polygamma` needs an order n ≥ 0, got -1", 5),
+    ('x = erf("a")', "argument must be a number or tensor, got a string", 5),
+])
+def test_elementwise_argument_errors_are_positioned(src, msg, col):
+    e = error_of(src)
+    assert msg in e.message and (e.span.line, e.span.col) == (1, col)
