@@ -173,3 +173,257 @@ def sinc(x):
     u = mul(mul(math.pi, x), mul(math.pi, x))
     series = add(sub(1.0, div(u, 6.0)), div(mul(u, u), 120.0))
     return ops.where(small, series, div(ops.sin(px), px))
+
+
+# ---- sorting and scans ------------------------------------------------------------------------------------------
+
+argsort = defop("argsort")(lambda x, axis: B.xp.argsort(x, axis=axis, kind="stable"))
+
+
+def _along_key(idx, axis):
+    """The fancy-index key that addresses idx's entries along `axis` (the other axes index themselves)."""
+    nd = idx.ndim
+    ax = axis % nd
+    return tuple(idx if d == ax else B.xp.arange(idx.shape[d]).reshape((-1,) + (1,) * (nd - 1 - d))
+                 for d in range(nd))
+
+
+take_along = defop("take_along", [lambda g, ans, x, idx, axis: put_along(g, idx, axis=axis, shape=ops.shape(x)), None]
+                   )(lambda x, idx, axis: B.xp.take_along_axis(x, idx, axis=axis))
+
+
+@defop("put_along", [lambda g, ans, x, idx, axis, shape: take_along(g, idx, axis=axis), None])
+def put_along(x, idx, axis, shape):
+    """Adjoint of take_along: x's entries added into zeros of `shape` at idx along `axis` (repeats accumulate)."""
+    out = B.xp.zeros(shape, dtype=x.dtype)
+    key = _along_key(idx, axis)
+    if B.xp is np:
+        np.add.at(out, key, x)
+    else:  # pragma: no cover - GPU only
+        import cupyx
+        cupyx.scatter_add(out, key, x)
+    return out
+
+
+@defop("cumsum", [lambda g, ans, x, axis, reverse=False: cumsum(g, axis=axis, reverse=not reverse)])
+def cumsum(x, axis, reverse=False):
+    """Running sums along `axis`; reversed, from the end (the adjoint of the forward one)."""
+    if reverse:
+        return B.xp.flip(B.xp.cumsum(B.xp.flip(x, axis), axis=axis), axis)
+    return B.xp.cumsum(x, axis=axis)
+
+
+def _along(ax, nd, key):
+    """An index key that applies `key` to axis ax of an nd-dimensional tensor."""
+    return (slice(None),) * (ax % nd) + (key,)
+
+
+def _ones(x, shape):
+    return B.xp.ones(shape, dtype=raw(x).dtype)
+
+
+def cumprod_of(x, ax):
+    """Running products by doubling (Hillis–Steele): log₂ n multiplications and no division, so the gradient
+    is exact where x has zeros."""
+    shp = np.shape(raw(x))
+    nd, n, k, y = len(shp), shp[ax], 1, x
+    while k < n:
+        pad = _ones(x, shp[:ax] + (k,) + shp[ax + 1:])
+        y = mul(y, ops.concat(pad, ops.index(y, key=_along(ax, nd, slice(0, n - k))), axis=ax))
+        k *= 2
+    return y
+
+
+def _to_last(x, axis):
+    """x with the axes reduced over moved to the end and merged into one; also the kept shape (keepdims)."""
+    shp = np.shape(raw(x))
+    nd = len(shp)
+    axes = tuple(range(nd)) if axis is None else tuple(a % nd for a in (axis if isinstance(axis, tuple) else (axis,)))
+    rest = tuple(d for d in range(nd) if d not in axes)
+    if rest + axes != tuple(range(nd)):
+        x = ops.transpose(x, perm=rest + axes)
+    x = ops.reshape(x, shape=tuple(shp[d] for d in rest) + (math.prod(shp[a] for a in axes),))
+    return x, tuple(1 if d in axes else shp[d] for d in range(nd))
+
+
+def prod_of(x, axis=None, keepdims=False):
+    """Products by pairwise multiplication (a tree of depth log₂ n, no division)."""
+    y, kept = _to_last(x, axis)
+    while np.shape(raw(y))[-1] > 1:
+        shp = np.shape(raw(y))
+        if shp[-1] % 2:
+            y = ops.concat(y, _ones(x, shp[:-1] + (1,)), axis=-1)
+        nd = len(shp)
+        y = mul(ops.index(y, key=_along(-1, nd, slice(0, None, 2))), ops.index(y, key=_along(-1, nd, slice(1, None, 2))))
+    shp = np.shape(raw(y))
+    y = ops.reshape(y, shape=shp[:-1]) if shp[-1] == 1 else _ones(x, shp[:-1])  # the product of nothing is 1
+    return ops.reshape(y, shape=kept) if keepdims else y
+
+
+# ---- builtins: sorting and scans ----------------------------------------------------------------------------------
+
+from .builtins import _keep, axis_arg, check_axis, integer, mean_of  # noqa: E402
+
+
+def one_axis(x, axis, what="axis"):
+    """An integer axis of x (negative counts from the end), checked."""
+    a = integer(axis, what)
+    nd = np.ndim(raw(x))
+    if not -max(nd, 1) <= a < max(nd, 1):
+        raise DplError(f"`{what}` {a} is out of range for a tensor of shape {list(np.shape(raw(x)))}")
+    return a % max(nd, 1)
+
+
+def _flat_or(x, axis):
+    """(x, axis): x flattened with axis 0 when axis is none (as NumPy), else x and the checked axis."""
+    if axis is None:
+        return ops.reshape(x, shape=(-1,)), 0
+    return x, one_axis(x, axis)
+
+
+def _sortable(x, what):
+    x = tensor(x)
+    if kind(x) == "b":
+        raise DplError(f"`{what}` needs numbers, got {describe_type(x)}")
+    if np.ndim(raw(x)) == 0:
+        raise DplError(f"`{what}` needs a tensor with at least one axis, got {describe_type(x)}")
+    return x
+
+
+@builtin()
+def sort(x, axis=-1):
+    x, ax = _flat_or(_sortable(x, "sort"), axis)
+    return take_along(x, argsort(x, axis=ax), axis=ax)
+
+
+@builtin("argsort")
+def argsort_(x, axis=-1):
+    x, ax = _flat_or(_sortable(x, "argsort"), axis)
+    return argsort(x, axis=ax)
+
+
+@builtin()
+def topk(x, k, axis=-1):
+    """(values, indices) of the k largest entries along axis, largest first; ties keep the earlier index first."""
+    x = _sortable(x, "topk")
+    ax, k = one_axis(x, axis), integer(k, "k")
+    n = np.shape(raw(x))[ax]
+    if not 1 <= k <= n:
+        raise DplError(f"`topk`: k must lie in 1..{n} (the size of axis {ax}), got {k}")
+    idx = ops.index(argsort(neg(x), axis=ax), key=_along(ax, np.ndim(raw(x)), slice(0, k)))
+    return take_along(x, idx, axis=ax), idx
+
+
+@builtin("cumsum")
+def cumsum_(x, axis=None):
+    x, ax = _flat_or(_sortable(x, "cumsum"), axis)
+    return cumsum(x, axis=ax)
+
+
+@builtin()
+def cumprod(x, axis=None):
+    x, ax = _flat_or(_sortable(x, "cumprod"), axis)
+    return cumprod_of(x, ax)
+
+
+@builtin()
+def prod(x, axis=None, keepdims=False):
+    x = tensor(x)
+    if kind(x) == "b":
+        raise DplError(f"`prod` needs numbers, got {describe_type(x)}")
+    return prod_of(x, check_axis(x, axis_arg(axis)), _keep(keepdims))
+
+
+@builtin()
+def diff(x, n=1, axis=-1):
+    x = _sortable(x, "diff")
+    ax, n = one_axis(x, axis), integer(n, "n")
+    if n < 0:
+        raise DplError(f"`diff`: the order n must be ≥ 0, got {n}")
+    nd = np.ndim(raw(x))
+    for _ in range(n):
+        x = sub(ops.index(x, key=_along(ax, nd, slice(1, None))), ops.index(x, key=_along(ax, nd, slice(None, -1))))
+    return x
+
+
+# ---- statistics ------------------------------------------------------------------------------------------------
+
+
+def _count(x, axis):
+    shp = np.shape(raw(x))
+    return math.prod(shp) if axis is None else math.prod(shp[a] for a in (axis if isinstance(axis, tuple) else (axis,)))
+
+
+def var_of(x, axis=None, ddof=0, keepdims=False):
+    d = sub(x, mean_of(x, axis, keepdims=True))
+    return div(ops.sum_(mul(d, d), axis=axis, keepdims=keepdims), float(_count(x, axis) - ddof))
+
+
+def _ddof(x, axis, ddof):
+    r = raw(tensor(ddof, "ddof"))
+    if np.ndim(r) != 0 or kind(r) == "b":
+        raise DplError(f"`ddof` must be a number, got {describe_type(ddof)}")
+    if _count(x, axis) - float(r) <= 0:
+        raise DplError(f"`ddof` = {float(r):g} leaves no degrees of freedom for {_count(x, axis)} elements")
+    return float(r)
+
+
+@builtin()
+def var(x, axis=None, ddof=0, keepdims=False):
+    x = floats(x)
+    axis = check_axis(x, axis_arg(axis))
+    return var_of(x, axis, _ddof(x, axis, ddof), _keep(keepdims))
+
+
+@builtin()
+def std(x, axis=None, ddof=0, keepdims=False):
+    x = floats(x)
+    axis = check_axis(x, axis_arg(axis))
+    return sqrt(var_of(x, axis, _ddof(x, axis, ddof), _keep(keepdims)))
+
+
+def quantile_of(x, q, axis=None, keepdims=False):
+    """NumPy's linear interpolation between the two sorted neighbours of position q·(n − 1); the gradient
+    goes to those two neighbours (through the sort's permutation) and to q."""
+    y, kept = _to_last(x, axis)
+    shp = np.shape(raw(y))
+    n, nd = shp[-1], len(shp)
+    s = take_along(y, argsort(y, axis=-1), axis=-1)
+    pos = mul(q, float(n - 1))                                       # [] or [m]
+    lo = ops.floor_int(pos)
+    hi = ops.minimum(add(lo, 1), n - 1)
+    frac = sub(pos, ops.astype(lo, dtype=raw(x).dtype))
+    m = np.shape(raw(q))
+    idx_shape = shp[:-1] + (m[0] if m else 1,)
+
+    def pick(i):
+        i = ops.broadcast_to(ops.reshape(i, shape=(1,) * (nd - 1) + (-1,)), shape=idx_shape)
+        return take_along(s, i, axis=-1)
+    out = add(pick(lo), mul(sub(pick(hi), pick(lo)), frac))          # [..., m or 1]
+    if not m:
+        return ops.reshape(out, shape=kept if keepdims else shp[:-1])
+    out = ops.transpose(out, perm=(nd - 1,) + tuple(range(nd - 1)))  # q's axis first, as NumPy
+    return ops.reshape(out, shape=m + kept) if keepdims else out
+
+
+def _quantile(x, q, axis, keepdims, what):
+    x = floats(x)
+    if np.size(raw(x)) == 0:
+        raise DplError(f"`{what}` of an empty tensor")
+    q = floats(q, "q")
+    rq = raw(q)
+    if np.ndim(rq) > 1:
+        raise DplError(f"`q` must be a number or a 1-d tensor, got {describe_type(q)}")
+    if not bool(B.xp.all((rq >= 0) & (rq <= 1))):
+        raise DplError("`q` must lie in [0, 1]")
+    return quantile_of(x, ops.astype(q, dtype=raw(x).dtype), check_axis(x, axis_arg(axis)), _keep(keepdims))
+
+
+@builtin()
+def quantile(x, q, axis=None, keepdims=False):
+    return _quantile(x, q, axis, keepdims, "quantile")
+
+
+@builtin()
+def median(x, axis=None, keepdims=False):
+    return _quantile(x, B.xp.asarray(0.5, dtype=B.float_dtype), axis, keepdims, "median")

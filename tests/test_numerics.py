@@ -92,6 +92,58 @@ for fname, ref in [("arctan2", np.arctan2), ("hypot", np.hypot), ("logaddexp", n
     case(fname + "-bcast", f"{fname}(a0, a1)", pair(normal(2, 1), normal(1, 3)), ref, wrt=(0, 1))
 
 
+# ---- 2. sorting and scans -----------------------------------------------------------------------------------
+
+
+def block(*lines):
+    return "{\n" + "\n".join(lines) + "\n}"
+
+
+def np_topk(x, k, axis=-1):
+    idx = np.take(np.argsort(-x, axis=axis, kind="stable"), np.arange(k), axis=axis)
+    return np.take_along_axis(x, idx, axis=axis), idx
+
+
+ZEROS = np.array([[2.0, 0.0, 3.0, 0.5, -1.5], [0.0, 0.0, 1.5, 2.0, 0.7], [1.2, -0.8, 0.0, 1.1, 0.9]])
+case("sort", "sort(a0)", one(normal(4, 2, 3)), lambda x: np.sort(x, axis=-1))
+case("sort-axis0", "sort(a0, axis = 0)", one(normal(4, 3)), lambda x: np.sort(x, axis=0))
+case("argsort", "argsort(a0, axis = 1)", one(normal(2, 5, 3)), lambda x: np.argsort(x, axis=1), wrt=())
+case("argsort-stable", "argsort(a0)", lambda r: [np.array([2, 1, 2, 0, 1, 2])],
+     lambda x: np.argsort(x, kind="stable"), wrt=())
+case("topk-values", block("v, i = topk(a0, 2, axis = 1)", "return v"), one(normal(4, 3, 2)),
+     lambda x: np_topk(x, 2, 1)[0])
+case("topk-indices", block("v, i = topk(a0, 3)", "return i"), lambda r: [np.array([1.0, 3.0, 3.0, 0.0, 2.0])],
+     lambda x: np.array([1, 2, 4]), wrt=())
+case("cumsum", "cumsum(a0)", one(normal(2, 3)), np.cumsum)
+case("cumsum-axis", "cumsum(a0, axis = 1)", one(normal(4, 2, 3)), lambda x: np.cumsum(x, axis=1))
+case("cumprod", "cumprod(a0, axis = -1)", one(normal(2, 7)), lambda x: np.cumprod(x, axis=-1))
+case("cumprod-zeros", "cumprod(a0, axis = 1)", lambda r: [ZEROS], lambda x: np.cumprod(x, axis=1))
+case("cumprod-flat", "cumprod(a0)", one(normal(2, 3)), np.cumprod)
+case("prod", "prod(a0)", one(normal(2, 3)), np.prod)
+case("prod-zeros", "prod(a0, axis = 1)", lambda r: [ZEROS], lambda x: np.prod(x, axis=1))
+case("prod-axes", "prod(a0, axis = [0, 2], keepdims = true)", one(normal(3, 2, 5)),
+     lambda x: np.prod(x, axis=(0, 2), keepdims=True))
+case("diff", "diff(a0)", one(normal(4, 2, 5)), np.diff)
+case("diff-2", "diff(a0, n = 2, axis = 0)", one(normal(5, 3)), lambda x: np.diff(x, n=2, axis=0))
+
+# ---- 3. statistics -----------------------------------------------------------------------------------------
+
+case("var", "var(a0)", one(normal(2, 3)), np.var)
+case("var-ddof", "var(a0, axis = 1, ddof = 1)", one(normal(4, 2, 5)), lambda x: np.var(x, axis=1, ddof=1))
+case("std", "std(a0, axis = [0, 2], keepdims = true)", one(normal(3, 2, 4)),
+     lambda x: np.std(x, axis=(0, 2), keepdims=True))
+case("std-ddof", "std(a0, ddof = 1.5)", one(normal(6)), lambda x: np.std(x, ddof=1.5))
+case("median-odd", "median(a0)", one(normal(5)), np.median)
+case("median-even", "median(a0, axis = 1)", one(normal(3, 4)), lambda x: np.median(x, axis=1))
+case("median-keepdims", "median(a0, axis = 0, keepdims = true)", one(normal(4, 2, 3)),
+     lambda x: np.median(x, axis=0, keepdims=True))
+case("quantile", "quantile(a0, 0.3)", one(normal(2, 5)), lambda x: np.quantile(x, 0.3))
+case("quantile-q", "quantile(a0, a1, axis = 1)", lambda r: [r.normal(size=(3, 5, 2)), np.array([0.13, 0.61, 0.9])],
+     lambda x, q: np.quantile(x, q, axis=1), wrt=(0, 1))
+case("quantile-keepdims", "quantile(a0, [0.25, 1.0], axis = -1, keepdims = true)", one(normal(2, 4)),
+     lambda x: np.quantile(x, [0.25, 1.0], axis=-1, keepdims=True))
+
+
 # ---- the checks ----------------------------------------------------------------------------------------------
 
 
@@ -188,7 +240,14 @@ def test_logaddexp_is_stable_for_large_inputs():
     ("x = arctan2([1.0, 2.0], [1.0, 2.0, 3.0])", "`arctan2`", 5),
     ("x = polygamma(-1, 2.0)", "`polygamma` needs an order n ≥ 0, got -1", 5),
     ('x = erf("a")', "argument must be a number or tensor, got a string", 5),
+    ("x = topk([1.0, 2.0], 3)", "`topk`: k must lie in 1..2 (the size of axis 0), got 3", 5),
+    ("x = sort(2.0)", "`sort` needs a tensor with at least one axis, got a float scalar", 5),
+    ("x = cumsum([1.0], axis = 1)", "`axis` 1 is out of range for a tensor of shape [1]", 5),
+    ("x = diff([1.0, 2.0], n = -1)", "`diff`: the order n must be ≥ 0, got -1", 5),
+    ("y = 1\nx = var([1.0, 2.0], ddof = 2)", "`ddof` = 2 leaves no degrees of freedom for 2 elements", 5),
+    ("x = quantile([1.0, 2.0], 1.5)", "`q` must lie in [0, 1]", 5),
+    ("x = median([[1.0, 2.0]], axis = 2)", "axis 2 is out of range for a tensor of shape [1, 2]", 5),
 ])
-def test_elementwise_argument_errors_are_positioned(src, msg, col):
+def test_argument_errors_are_positioned(src, msg, col):
     e = error_of(src)
-    assert msg in e.message and (e.span.line, e.span.col) == (1, col)
+    assert msg in e.message and (e.span.line, e.span.col) == (src.count("\n") + 1, col)

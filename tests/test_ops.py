@@ -275,6 +275,18 @@ def off_int(rng, s):  # floor, ceil, round, sign: never at a jump
     return rng.integers(-3, 3, size=s) + rng.uniform(0.1, 0.4, size=s) * rng.choice([1, 2], size=s)
 
 
+def pick2(rng, s):  # take_along/put_along indices: 0 or 1 (every axis has ≥ 2 entries), repeats included
+    return rng.integers(0, 2, size=s)
+
+
+def ref_put_along(x, idx, axis, shape):
+    out = np.zeros(shape)
+    key = [np.arange(n).reshape((-1,) + (1,) * (idx.ndim - 1 - d)) for d, n in enumerate(idx.shape)]
+    key[axis % idx.ndim] = idx
+    np.add.at(out, tuple(key), x)
+    return out
+
+
 SPEC.update({
     "sign": nodiff(1, off_int, np.sign),
     "floor": nodiff(1, off_int, np.floor),
@@ -303,6 +315,20 @@ SPEC.update({
     "arctan2": binary((real, divisor), np.arctan2),
     "hypot": binary((divisor, divisor), np.hypot),
     "logaddexp": binary((real, real), np.logaddexp),
+    # sorting and scans
+    "argsort": nodiff(1, real, lambda x, axis: np.argsort(x, axis=axis, kind="stable"),
+                      [(((2, 3),), {"axis": -1}), (((4, 2, 3),), {"axis": 0}), (((5,),), {"axis": 0})]),
+    "take_along": Row(2, (real, pick2), [(s, {"axis": a}) for s, a in [
+        (((2, 3), (2, 3)), -1), (((2, 3), (2, 2)), 1), (((3, 2), (5, 2)), 0), (((4, 2, 3), (4, 2, 1)), 2),
+        (((4,), (6,)), 0)]], ref=lambda x, idx, axis: np.take_along_axis(x, idx, axis=axis)),
+    "put_along": Row(2, (real, pick2), [(s, {"axis": a, "shape": sh}) for s, a, sh in [
+        (((2, 3), (2, 3)), -1, (2, 3)), (((2, 2), (2, 2)), 1, (2, 4)), (((5, 2), (5, 2)), 0, (2, 2)),
+        (((6,), (6,)), 0, (3,))]], ref=ref_put_along),
+    "cumsum": Row(1, (real,), [((s,), {"axis": a, "reverse": r}) for s, a in [((3,), 0), ((2, 3), 1), ((2, 3), 0),
+                                                                          ((4, 2, 3), -2), ((1, 3), 0)]
+                              for r in (False, True)],
+                  ref=lambda x, axis, reverse: np.flip(np.cumsum(np.flip(x, axis), axis), axis) if reverse
+                  else np.cumsum(x, axis=axis)),
 })
 
 # ---- helpers ----------------------------------------------------------------------------------------
