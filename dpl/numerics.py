@@ -427,3 +427,349 @@ def quantile(x, q, axis=None, keepdims=False):
 @builtin()
 def median(x, axis=None, keepdims=False):
     return _quantile(x, B.xp.asarray(0.5, dtype=B.float_dtype), axis, keepdims, "median")
+
+
+# ---- shapes ------------------------------------------------------------------------------------------------------
+
+from .builtins import shape_arg  # noqa: E402
+
+
+def _axes(x, axis):
+    """All axes for none, else the checked axes of an integer or a list, as a tuple of non-negative ints."""
+    nd = np.ndim(raw(x))
+    a = axis_arg(axis)
+    if a is None:
+        return tuple(range(nd))
+    check_axis(x, a)
+    return tuple(sorted({i % max(nd, 1) for i in (a if isinstance(a, tuple) else (a,))}))
+
+
+def _ints(v, what):
+    """An integer, or a 1-d list of integers, as a tuple."""
+    r = raw(v)
+    if kind(r) in ("i", "u") and np.ndim(r) <= 1:
+        return tuple(int(i) for i in np.ravel(B.to_host(r)))
+    raise DplError(f"`{what}` must be an integer or a list of integers, got {describe_type(v)}")
+
+
+def _gather(x, ax, idx):
+    """x's entries along axis ax at the constant positions idx (a shape-derived constant, not data)."""
+    return ops.index(x, key=_along(ax, np.ndim(raw(x)), np.asarray(idx, dtype=np.int64)))
+
+
+@builtin()
+def split(x, sizes, axis=0):
+    x = tensor(x)
+    ax = one_axis(x, axis)
+    n = np.shape(raw(x))[ax]
+    s = _ints(sizes, "sizes")
+    if np.ndim(raw(sizes)) == 0:
+        if s[0] <= 0 or n % s[0]:
+            raise DplError(f"`split`: {s[0]} equal parts do not divide an axis of size {n}")
+        s = (n // s[0],) * s[0]
+    if any(k < 0 for k in s) or sum(s) != n:
+        raise DplError(f"`split`: sizes {list(s)} must be ≥ 0 and add up to the axis size {n}")
+    starts = np.cumsum((0,) + s)
+    nd = np.ndim(raw(x))
+    return tuple(ops.index(x, key=_along(ax, nd, slice(int(a), int(b)))) for a, b in zip(starts[:-1], starts[1:]))
+
+
+@builtin()
+def flip(x, axis=None):
+    x = tensor(x)
+    axes = _axes(x, axis)
+    if not axes:
+        return x
+    return ops.index(x, key=tuple(slice(None, None, -1) if d in axes else slice(None) for d in range(max(axes) + 1)))
+
+
+@builtin()
+def roll(x, shift, axis=None):
+    x = tensor(x)
+    shifts = _ints(shift, "shift")
+    if axis is None:
+        if len(shifts) != 1:
+            raise DplError("`roll` without `axis` takes one shift")
+        shp = np.shape(raw(x))
+        flat = ops.reshape(x, shape=(-1,))
+        return ops.reshape(_gather(flat, 0, np.roll(np.arange(math.prod(shp)), shifts[0])), shape=shp)
+    axes = [one_axis(x, a) for a in _ints(axis, "axis")]
+    if len(shifts) == 1:
+        shifts = shifts * len(axes)
+    if len(shifts) != len(axes):
+        raise DplError(f"`roll`: {len(shifts)} shifts for {len(axes)} axes")
+    for s, a in zip(shifts, axes):
+        x = _gather(x, a, np.roll(np.arange(np.shape(raw(x))[a]), s))
+    return x
+
+
+_PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
+
+
+@builtin()
+def pad(x, width, mode="constant", value=0.0):
+    """np.pad: width is n, [before, after] or one [before, after] per axis; "constant" pads with `value`
+    (differentiable), the other modes repeat x's own entries."""
+    x = floats(x)
+    nd = np.ndim(raw(x))
+    w = np.asarray(B.to_host(raw(tensor(width, "width"))))
+    if w.dtype.kind not in "iu" or w.ndim > 2 or (w.ndim == 2 and w.shape != (nd, 2)) or (w.ndim == 1 and w.size != 2):
+        raise DplError(f"`pad`: width must be n, [before, after] or [[before, after], ...] with one pair per axis "
+                       f"({nd}), got {describe_type(width)}")
+    if (w < 0).any():
+        raise DplError("`pad`: widths must be ≥ 0")
+    w = np.broadcast_to(w, (nd, 2))
+    if mode not in _PAD_MODES:
+        raise DplError(f"`pad`: mode must be one of {', '.join(repr(m) for m in _PAD_MODES)}, got "
+                       f"{describe_type(mode)}")
+    v = floats(value, "value")
+    if np.ndim(raw(v)) != 0:
+        raise DplError(f"`pad`: value must be a number, got {describe_type(value)}")
+    for ax in range(nd):
+        before, after = (int(i) for i in w[ax])
+        shp = np.shape(raw(x))
+        if not before and not after:
+            continue
+        if mode == "constant":
+            parts = [ops.add(B.xp.zeros(shp[:ax] + (k,) + shp[ax + 1:], dtype=raw(x).dtype), v) if k else None
+                     for k in (before, after)]
+            x = ops.concat(*[p for p in (parts[0], x, parts[1]) if p is not None], axis=ax)
+        else:
+            if shp[ax] == 0:
+                raise DplError(f"`pad`: mode {mode!r} cannot pad an empty axis")
+            x = _gather(x, ax, np.pad(np.arange(shp[ax]), (before, after), mode=mode))
+    return x
+
+
+@builtin()
+def repeat(x, repeats, axis=None):
+    x = tensor(x)
+    if axis is None:
+        x, ax = ops.reshape(x, shape=(-1,)), 0
+    else:
+        ax = one_axis(x, axis)
+    n = np.shape(raw(x))[ax]
+    r = _ints(repeats, "repeats")
+    if len(r) not in (1, n) or any(k < 0 for k in r):
+        raise DplError(f"`repeat`: repeats must be ≥ 0, one count or one per entry ({n}), got {list(r)}")
+    return _gather(x, ax, np.repeat(np.arange(n), r if len(r) == n else r[0]))
+
+
+@builtin()
+def tile(x, reps):
+    x = tensor(x)
+    r = _ints(reps, "reps")
+    if any(k < 0 for k in r):
+        raise DplError(f"`tile`: reps must be ≥ 0, got {list(r)}")
+    shp = np.shape(raw(x))
+    nd = max(len(shp), len(r))
+    shp, r = (1,) * (nd - len(shp)) + shp, (1,) * (nd - len(r)) + r
+    x = ops.reshape(x, shape=tuple(d for n in shp for d in (1, n)))      # a size-1 axis before each axis
+    x = ops.broadcast_to(x, shape=tuple(d for k, n in zip(r, shp) for d in (k, n)))
+    return ops.reshape(x, shape=tuple(k * n for k, n in zip(r, shp)))
+
+
+def _matrix(x, what):
+    x = tensor(x)
+    if np.ndim(raw(x)) < 2:
+        raise DplError(f"`{what}` needs a tensor with at least 2 axes, got {describe_type(x)}")
+    return x
+
+
+def _triangle(x, k, upper):
+    n, m = np.shape(raw(x))[-2:]
+    mask = np.tri(n, m, k - 1 if upper else k, dtype=bool)
+    keep = B.xp.asarray(~mask if upper else mask)
+    return ops.where(keep, x, B.xp.zeros((), dtype=raw(x).dtype))
+
+
+@builtin()
+def tril(x, k=0):
+    return _triangle(_matrix(x, "tril"), integer(k, "k"), False)
+
+
+@builtin()
+def triu(x, k=0):
+    return _triangle(_matrix(x, "triu"), integer(k, "k"), True)
+
+
+def diagonal_of(x, offset=0, axis1=-2, axis2=-1):
+    """The diagonal of axes axis1, axis2 as the last axis (NumPy's layout), gathered at constant positions."""
+    nd = np.ndim(raw(x))
+    a1, a2 = axis1 % nd, axis2 % nd
+    rest = tuple(d for d in range(nd) if d not in (a1, a2))
+    x = ops.transpose(x, perm=rest + (a1, a2)) if rest + (a1, a2) != tuple(range(nd)) else x
+    n, m = np.shape(raw(x))[-2:]
+    length = max(0, min(n, m - offset) if offset >= 0 else min(n + offset, m))
+    rows = np.arange(length) + max(0, -offset)
+    return ops.index(x, key=(slice(None),) * len(rest) + (rows, rows + offset))
+
+
+@builtin()
+def diagonal(x, offset=0, axis1=0, axis2=1):
+    x = _matrix(x, "diagonal")
+    a1, a2 = one_axis(x, axis1, "axis1"), one_axis(x, axis2, "axis2")
+    if a1 == a2:
+        raise DplError("`diagonal`: axis1 and axis2 must differ")
+    return diagonal_of(x, integer(offset, "offset"), a1, a2)
+
+
+@builtin()
+def diag(x, k=0):
+    """As np.diag: the k-th diagonal of a matrix, or a square matrix with a vector on its k-th diagonal."""
+    x, k = tensor(x), integer(k, "k")
+    if np.ndim(raw(x)) == 2:
+        return diagonal_of(x, k)
+    if np.ndim(raw(x)) != 1:
+        raise DplError(f"`diag` takes a vector or a matrix, got {describe_type(x)}")
+    n = np.shape(raw(x))[0]
+    rows = np.arange(n) + max(0, -k)
+    return ops.scatter_add(x, key=(rows, rows + k), shape=(n + abs(k), n + abs(k)))
+
+
+@builtin()
+def trace(x, offset=0, axis1=0, axis2=1):
+    return ops.sum_(diagonal(x, offset, axis1, axis2), axis=-1)
+
+
+@builtin()
+def outer(a, b):
+    a, b = _promote_all([a, b])
+    return mul(ops.reshape(a, shape=(-1, 1)), ops.reshape(b, shape=(1, -1)))
+
+
+def _promote_all(xs):
+    xs = [tensor(x) for x in xs]
+    if any(kind(x) == "b" for x in xs):
+        raise DplError("expected numbers, got a boolean tensor")
+    return [ops.astype(x, dtype=B.float_dtype) if kind(x) != "f" else x for x in xs] \
+        if any(kind(x) == "f" for x in xs) else xs
+
+
+@builtin()
+def kron(a, b):
+    a, b = _promote_all([a, b])
+    sa, sb = np.shape(raw(a)), np.shape(raw(b))
+    nd = max(len(sa), len(sb))
+    sa, sb = (1,) * (nd - len(sa)) + sa, (1,) * (nd - len(sb)) + sb
+    a = ops.reshape(a, shape=tuple(d for n in sa for d in (n, 1)))
+    b = ops.reshape(b, shape=tuple(d for n in sb for d in (1, n)))
+    return ops.reshape(mul(a, b), shape=tuple(m * n for m, n in zip(sa, sb)))
+
+
+@builtin()
+def tensordot(a, b, axes=2):
+    a, b = _promote_all([a, b])
+    sa, sb = np.shape(raw(a)), np.shape(raw(b))
+    r = np.asarray(B.to_host(raw(tensor(axes, "axes"))))
+    if r.dtype.kind not in "iu" or not (r.ndim == 0 or (r.ndim == 2 and r.shape[0] == 2)):
+        raise DplError(f"`tensordot`: axes must be n or [[axes of a], [axes of b]], got {describe_type(axes)}")
+    if r.ndim == 0:
+        if not 0 <= int(r) <= min(len(sa), len(sb)):
+            raise DplError(f"`tensordot`: cannot contract {int(r)} axes of shapes {list(sa)} and {list(sb)}")
+        xa, xb = tuple(range(len(sa) - int(r), len(sa))), tuple(range(int(r)))
+    else:
+        xa, xb = (tuple(one_axis(v, int(i)) for i in row) for v, row in ((a, r[0]), (b, r[1])))
+    if [sa[i] for i in xa] != [sb[i] for i in xb] or len(set(xa)) < len(xa) or len(set(xb)) < len(xb):
+        raise DplError(f"`tensordot`: axes {list(xa)} of {list(sa)} do not match axes {list(xb)} of {list(sb)}")
+    fa = tuple(d for d in range(len(sa)) if d not in xa)
+    fb = tuple(d for d in range(len(sb)) if d not in xb)
+    k = math.prod(sa[i] for i in xa)
+    a2 = ops.reshape(ops.transpose(a, perm=fa + xa), shape=(math.prod(sa[i] for i in fa), k))
+    b2 = ops.reshape(ops.transpose(b, perm=xb + fb), shape=(k, math.prod(sb[i] for i in fb)))
+    return ops.reshape(ops.matmul(a2, b2), shape=tuple(sa[i] for i in fa) + tuple(sb[i] for i in fb))
+
+
+# ---- einsum --------------------------------------------------------------------------------------------------
+
+
+def _einsum_terms(spec):
+    ins, out = spec.split("->")
+    return ins.split(","), out
+
+
+def _einsum_vjp(i):
+    def rule(g, ans, *xs, spec):
+        """Operand i's adjoint is an einsum of g with the other operands; letters only operand i has are
+        summed in the forward pass, so its adjoint is broadcast along them."""
+        ins, out = _einsum_terms(spec)
+        others = [t for j, t in enumerate(ins) if j != i]
+        have = set(out).union(*others)
+        keep = "".join(c for c in ins[i] if c in have)
+        gi = einsum(g, *(x for j, x in enumerate(xs) if j != i), spec=",".join([out] + others) + "->" + keep)
+        if keep == ins[i]:
+            return gi
+        shp = ops.shape(xs[i])
+        gi = ops.reshape(gi, shape=tuple(n if c in have else 1 for c, n in zip(ins[i], shp)))
+        return ops.broadcast_to(gi, shape=shp)
+    return rule
+
+
+einsum = defop("einsum", _einsum_vjp)(
+    lambda *xs, spec: B.xp.einsum(spec, *xs, **({"optimize": True} if len(xs) > 2 and B.xp is np else {})))
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@builtin("einsum")
+def einsum_(spec, *operands):
+    """np.einsum: explicit (`->`) or implicit output, `...` for broadcast batch axes, a letter repeated in one
+    operand takes its diagonal. The primitive sees distinct letters per operand and no `...`."""
+    if not isinstance(spec, str):
+        raise DplError(f"`einsum` takes a subscripts string first, got {describe_type(spec)}")
+    if not operands:
+        raise DplError("`einsum` needs at least one operand")
+    xs = _promote_all(operands)
+    s = spec.replace(" ", "")
+    lhs, arrow, out = s.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(xs):
+        raise DplError(f"`einsum`: {spec!r} has {len(terms)} operand term{'s' * (len(terms) != 1)}, "
+                       f"got {len(xs)} operand{'s' * (len(xs) != 1)}")
+    for t in terms + [out]:
+        bad = set(t.replace("...", "", 1)) - set(_LETTERS)
+        if bad or t.count("...") > 1:
+            raise DplError(f"`einsum`: bad subscripts {spec!r} (letters, at most one `...` per term)")
+    free = [c for c in _LETTERS if c not in s]
+    ell_nd = 0
+    for t, x in zip(terms, xs):
+        named = len(t.replace("...", ""))
+        nd = np.ndim(raw(x))
+        if ("..." in t and nd < named) or ("..." not in t and nd != named):
+            raise DplError(f"`einsum`: term {t!r} does not fit an operand of shape {list(np.shape(raw(x)))}")
+        if "..." in t:
+            ell_nd = max(ell_nd, nd - named)
+    ell = "".join(free[:ell_nd])
+    # an operand's `...` stands for the last of the batch letters (its axes align to the right, as broadcasting)
+    terms = [t.replace("...", ell[ell_nd - (np.ndim(raw(x)) - len(t) + 3):]) for t, x in zip(terms, xs)]
+    letters = "".join(terms)
+    if arrow:
+        if "..." not in out and ell:
+            raise DplError(f"`einsum`: {spec!r} has `...` in an operand but not in the output")
+        out = out.replace("...", ell)
+        if len(set(out)) < len(out) or set(out) - set(letters):
+            raise DplError(f"`einsum`: output {out!r} repeats a letter or names one no operand has")
+    else:
+        out = ell + "".join(sorted(c for c in set(letters) - set(ell) if letters.count(c) == 1))
+    sizes = {}
+    for t, x in zip(terms, xs):
+        for c, n in zip(t, np.shape(raw(x))):
+            if c in ell and n == 1:
+                continue
+            if sizes.setdefault(c, n) != n:
+                raise DplError(f"`einsum`: {c!r} has size {sizes[c]} in one place and {n} in another")
+    ready, ready_terms = [], []
+    for t, x in zip(terms, xs):
+        while len(set(t)) < len(t):  # a repeated letter: take the diagonal of its first two axes
+            c = next(c for c in t if t.count(c) > 1)
+            i, j = t.index(c), t.index(c, t.index(c) + 1)
+            x = diagonal_of(x, 0, i, j)
+            t = "".join(d for k, d in enumerate(t) if k not in (i, j)) + c
+        drop = [k for k, c in enumerate(t) if c in ell and np.shape(raw(x))[k] == 1 and sizes.get(c, 1) != 1]
+        if drop:  # a broadcast batch axis: leave it out of this operand
+            x = ops.reshape(x, shape=tuple(n for k, n in enumerate(np.shape(raw(x))) if k not in drop))
+            t = "".join(c for k, c in enumerate(t) if k not in drop)
+        ready.append(x)
+        ready_terms.append(t)
+    return einsum(*ready, spec=",".join(ready_terms) + "->" + out)

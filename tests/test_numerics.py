@@ -144,6 +144,53 @@ case("quantile-keepdims", "quantile(a0, [0.25, 1.0], axis = -1, keepdims = true)
      lambda x: np.quantile(x, [0.25, 1.0], axis=-1, keepdims=True))
 
 
+# ---- 4. shapes -------------------------------------------------------------------------------------------------
+
+case("split", block("p, q = split(a0, [1, 2], axis = 1)", "return q"), one(normal(2, 3)), lambda x: x[:, 1:])
+case("split-equal", block("p, q = split(a0, 2)", "return p * q"), one(normal(4, 3)), lambda x: x[:2] * x[2:])
+case("split-empty", block("p, q, r = split(a0, [2, 0, 1], axis = -1)", "return concat([r, p], axis = 1)"),
+     one(normal(2, 3)), lambda x: np.concatenate([x[:, 2:], x[:, :2]], axis=1))
+case("flip", "flip(a0)", one(normal(4, 2, 3)), np.flip)
+case("flip-axes", "flip(a0, axis = [0, 2])", one(normal(4, 2, 3)), lambda x: np.flip(x, axis=(0, 2)))
+case("roll", "roll(a0, 2)", one(normal(2, 3)), lambda x: np.roll(x, 2))
+case("roll-axes", "roll(a0, [1, -2], axis = [0, 2])", one(normal(4, 2, 3)), lambda x: np.roll(x, [1, -2], axis=[0, 2]))
+case("pad", "pad(a0, [[1, 0], [2, 1]])", one(normal(2, 3)), lambda x: np.pad(x, [[1, 0], [2, 1]]))
+case("pad-value", "pad(a0, 1, value = a1)", pair(normal(2, 3), normal()),
+     lambda x, v: np.pad(x, 1, constant_values=v), wrt=(0, 1))
+for mode in ("edge", "reflect", "symmetric", "wrap"):
+    case(f"pad-{mode}", f'pad(a0, [[1, 0], [0, 2], [3, 1]], mode = "{mode}")', one(normal(4, 2, 3)),
+         lambda x, mode=mode: np.pad(x, [[1, 0], [0, 2], [3, 1]], mode=mode))
+case("repeat", "repeat(a0, 2)", one(normal(2, 3)), lambda x: np.repeat(x, 2))
+case("repeat-axis", "repeat(a0, [1, 0, 3], axis = 1)", one(normal(2, 3)), lambda x: np.repeat(x, [1, 0, 3], axis=1))
+case("tile", "tile(a0, [2, 1, 3])", one(normal(2, 3)), lambda x: np.tile(x, [2, 1, 3]))
+case("tile-batch", "tile(a0, 2)", one(normal(4, 2, 3)), lambda x: np.tile(x, 2))
+case("tril", "tril(a0, k = -1)", one(normal(4, 3, 3)), lambda x: np.tril(x, -1))
+case("triu", "triu(a0, k = 1)", one(normal(2, 3, 4)), lambda x: np.triu(x, 1))
+case("diag-vector", "diag(a0, k = -1)", one(normal(3)), lambda x: np.diag(x, -1))
+case("diag-matrix", "diag(a0, k = 1)", one(normal(3, 4)), lambda x: np.diag(x, 1))
+case("diagonal", "diagonal(a0, offset = -1, axis1 = 2, axis2 = 0)", one(normal(4, 2, 3)),
+     lambda x: np.diagonal(x, -1, 2, 0))
+case("trace", "trace(a0)", one(normal(3, 3)), np.trace)
+case("trace-batch", "trace(a0, axis1 = 1, axis2 = 2)", one(normal(4, 3, 3)), lambda x: np.trace(x, axis1=1, axis2=2))
+case("outer", "outer(a0, a1)", pair(normal(2, 3), normal(4)), np.outer, wrt=(0, 1))
+case("kron", "kron(a0, a1)", pair(normal(2, 3), normal(2, 2)), np.kron, wrt=(0, 1))
+case("kron-ndim", "kron(a0, a1)", pair(normal(3), normal(2, 2)), np.kron, wrt=(0, 1))
+case("tensordot", "tensordot(a0, a1, axes = 1)", pair(normal(2, 3), normal(3, 4)),
+     lambda a, b: np.tensordot(a, b, 1), wrt=(0, 1))
+case("tensordot-axes", "tensordot(a0, a1, axes = [[0, 2], [1, 0]])", pair(normal(3, 2, 4), normal(4, 3, 5)),
+     lambda a, b: np.tensordot(a, b, [[0, 2], [1, 0]]), wrt=(0, 1))
+for spec, shapes in [("ij,jk->ik", [(2, 3), (3, 4)]), ("bij,bjk->bik", [(4, 2, 3), (4, 3, 2)]),
+                     ("...ij,...jk", [(4, 2, 3), (1, 3, 2)]), ("...ij,jk->...ik", [(2, 3), (3, 2)]),
+                     ("ii->i", [(3, 3)]), ("ii", [(3, 3)]), ("iij,j->i", [(3, 3, 2), (2,)]),
+                     ("i,i->", [(3,), (3,)]), ("ij->", [(2, 3)]), ("ji", [(2, 3)]), ("i,j", [(2,), (3,)]),
+                     ("ijk,jl,k->il", [(2, 3, 4), (3, 2), (4,)]), ("ij,ij->ij", [(2, 3), (2, 3)]),
+                     ("bi,bi->b", [(4, 3), (4, 3)]), ("ij,j", [(2, 3), (3,)])]:
+    names = ", ".join(f"a{i}" for i in range(len(shapes)))
+    case(f"einsum-{spec}", f'einsum("{spec}", {names})',
+         lambda r, shapes=shapes: [r.normal(size=s) for s in shapes],
+         lambda *xs, spec=spec: np.einsum(spec, *xs), wrt=tuple(range(len(shapes))))
+
+
 # ---- the checks ----------------------------------------------------------------------------------------------
 
 
@@ -247,6 +294,20 @@ def test_logaddexp_is_stable_for_large_inputs():
     ("y = 1\nx = var([1.0, 2.0], ddof = 2)", "`ddof` = 2 leaves no degrees of freedom for 2 elements", 5),
     ("x = quantile([1.0, 2.0], 1.5)", "`q` must lie in [0, 1]", 5),
     ("x = median([[1.0, 2.0]], axis = 2)", "axis 2 is out of range for a tensor of shape [1, 2]", 5),
+    ("a, b = split([1.0, 2.0, 3.0], [1, 1])", "`split`: sizes [1, 1] must be ≥ 0 and add up to the axis size 3", 8),
+    ("a, b = split([1.0, 2.0, 3.0], 2)", "`split`: 2 equal parts do not divide an axis of size 3", 8),
+    ('x = pad([1.0], 1, mode = "mirror")', "`pad`: mode must be one of", 5),
+    ("x = pad([[1.0]], [[1, 2]])", "`pad`: width must be n, [before, after]", 5),
+    ("x = repeat([1.0, 2.0], [1, 2, 3])", "`repeat`: repeats must be ≥ 0, one count or one per entry (2)", 5),
+    ("x = tril([1.0, 2.0])", "`tril` needs a tensor with at least 2 axes, got a float tensor of shape [2]", 5),
+    ("x = diag(eye(2) * ones([2, 2, 2]))", "`diag` takes a vector or a matrix", 5),
+    ("x = tensordot(eye(2), eye(3), axes = 1)", "`tensordot`: axes [1] of [2, 2] do not match axes [0] of [3, 3]", 5),
+    ('x = einsum("ij,jk", eye(2))', "`einsum`: 'ij,jk' has 2 operand terms, got 1 operand", 5),
+    ('x = einsum("ij,jk", eye(2), ones([3, 2]))', "`einsum`: 'j' has size 2 in one place and 3 in another", 5),
+    ('x = einsum("ijk", eye(2))', "`einsum`: term 'ijk' does not fit an operand of shape [2, 2]", 5),
+    ('x = einsum("ij->k", eye(2))', "`einsum`: output 'k' repeats a letter or names one no operand has", 5),
+    ('x = einsum("i$", eye(2))', "`einsum`: bad subscripts", 5),
+    ('x = einsum("...i->i", ones([2, 3]))', "has `...` in an operand but not in the output", 5),
 ])
 def test_argument_errors_are_positioned(src, msg, col):
     e = error_of(src)

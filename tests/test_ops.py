@@ -329,6 +329,12 @@ SPEC.update({
                               for r in (False, True)],
                   ref=lambda x, axis, reverse: np.flip(np.cumsum(np.flip(x, axis), axis), axis) if reverse
                   else np.cumsum(x, axis=axis)),
+    # einsum: the builtin hands it distinct letters per operand and no `...`
+    "einsum": Row(None, (real,), [(shapes, {"spec": spec}) for spec, shapes in [
+        ("ij,jk->ik", ((2, 3), (3, 4))), ("bij,bjk->bik", ((4, 2, 3), (4, 3, 2))), ("i,i->", ((3,), (3,))),
+        ("ij->", ((2, 3),)), ("ij->ji", ((2, 3),)), ("i,j->ij", ((2,), (3,))), ("ij,jk->ij", ((2, 3), (3, 4))),
+        ("ijk,jl,k->il", ((2, 3, 4), (3, 2), (4,))), ("abc,c->a", ((4, 2, 3), (3,)))]],
+        wrt="all", ref=lambda *xs, spec: np.einsum(spec, *xs)),
 })
 
 # ---- helpers ----------------------------------------------------------------------------------------
