@@ -216,11 +216,6 @@ def logsumexp(x, axis=None, keepdims=False):
 
 
 @builtin()
-def norm(x, axis=None, keepdims=False):
-    return ops.norm(floats(x), axis=check_axis(x, axis_arg(axis)), keepdims=_keep(keepdims))
-
-
-@builtin()
 def softmax(x, axis=-1):
     return ops.softmax(floats(x), axis=check_axis(x, axis_arg(axis)))
 
@@ -708,4 +703,4 @@ CONSTANTS = {"pi": math.pi, "e": math.e}  # made tensors of the run's float dtyp
 
 
 from . import primitives  # noqa: E402,F401  (registers attention, memory, odeint and sparse builtins)
-from . import numerics  # noqa: E402,F401  (registers the NumPy/SciPy functions of issue 11)
+from . import linalg, numerics  # noqa: E402,F401  (the NumPy/SciPy functions of issue 11; linalg's norm replaces §9's)

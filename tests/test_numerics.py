@@ -191,6 +191,70 @@ for spec, shapes in [("ij,jk->ik", [(2, 3), (3, 4)]), ("bij,bjk->bik", [(4, 2, 3
          lambda *xs, spec=spec: np.einsum(spec, *xs), wrt=tuple(range(len(shapes))))
 
 
+# ---- 5. linear algebra -----------------------------------------------------------------------------------------
+
+import scipy.linalg  # noqa: E402
+
+
+def wellcond(*shape):
+    return lambda r: r.normal(size=shape) + 3.0 * np.eye(shape[-2], shape[-1])
+
+
+def spd(*shape):
+    def draw(r):
+        a = r.normal(size=shape)
+        return a @ np.swapaxes(a, -1, -2) + shape[-1] * np.eye(shape[-1])
+    return draw
+
+
+def sym_of(a):
+    return (a + np.swapaxes(a, -1, -2)) / 2
+
+
+case("solve-vector", "solve(a0, a1)", pair(wellcond(3, 3), normal(3)), np.linalg.solve, wrt=(0, 1))
+case("solve-batch", "solve(a0, a1)", pair(wellcond(4, 3, 3), normal(3, 2)), np.linalg.solve, wrt=(0, 1))
+case("solve_triangular", "solve_triangular(a0, a1, lower = false)", pair(wellcond(2, 3, 3), normal(2, 3, 2)),
+     lambda a, b: np.linalg.solve(np.triu(a), b), wrt=(0, 1))
+case("solve_triangular-vector", "solve_triangular(a0, a1)", pair(wellcond(3, 3), normal(3)),
+     lambda a, b: scipy.linalg.solve_triangular(a, b, lower=True), wrt=(0, 1))
+case("inv", "inv(a0)", one(wellcond(4, 3, 3)), np.linalg.inv)
+case("det", "det(a0)", one(wellcond(4, 3, 3)), np.linalg.det)
+case("slogdet", block("s, l = slogdet(a0)", "return s * l"), one(lambda r: r.normal(size=(4, 3, 3))),
+     lambda a: np.prod(np.linalg.slogdet(a), axis=0))
+case("cholesky", "cholesky(a0)", one(spd(2, 3, 3)), lambda a: np.linalg.cholesky(sym_of(a)))
+case("eigh-values", block("w, V = eigh(a0)", "return w"), one(normal(2, 3, 3)),
+     lambda a: np.linalg.eigh(sym_of(a))[0])
+case("eigh-vectors", block("w, V = eigh(a0)", "return V"), one(normal(2, 3, 3)),
+     lambda a: np.linalg.eigh(sym_of(a))[1])
+case("eigvalsh", "eigvalsh(a0)", one(normal(3, 3)), lambda a: np.linalg.eigvalsh(sym_of(a)))
+case("svd-tall", block("U, s, Vh = svd(a0)", "return U"), one(normal(2, 4, 3)),
+     lambda a: np.linalg.svd(a, full_matrices=False)[0])
+case("svd-wide", block("U, s, Vh = svd(a0)", "return Vh * 2.0 + sum(s)"), one(normal(2, 4)),
+     lambda a: np.linalg.svd(a, full_matrices=False)[2] * 2 + np.linalg.svd(a)[1].sum())
+case("svdvals", "svdvals(a0)", one(normal(4, 3, 2)), lambda a: np.linalg.svd(a, compute_uv=False))
+case("qr-tall", block("Q, R = qr(a0)", "return Q + sum(R)"), one(normal(2, 4, 3)),
+     lambda a: np.linalg.qr(a)[0] + np.linalg.qr(a)[1].sum())
+case("qr-wide", block("Q, R = qr(a0)", "return R"), one(wellcond(2, 4)), lambda a: np.linalg.qr(a)[1])
+case("expm", "expm(a0)", one(normal(2, 3, 3)), scipy.linalg.expm)
+case("matrix_power", "matrix_power(a0, 5)", one(lambda r: r.normal(size=(2, 3, 3)) / 2),
+     lambda a: np.linalg.matrix_power(a, 5))
+case("matrix_power-negative", "matrix_power(a0, -2)", one(wellcond(3, 3)), lambda a: np.linalg.matrix_power(a, -2))
+case("matrix_power-0", "matrix_power(a0, 0) * a0", one(normal(2, 3, 3)), lambda a: a * np.eye(3))
+case("norm", "norm(a0)", one(normal(4, 2, 3)), np.linalg.norm)
+for o in (1, 3, 0.5, "inf", "-inf"):
+    ref_ord = {"inf": np.inf, "-inf": -np.inf}.get(o, o)
+    arg = f'"{o}"' if isinstance(o, str) else o
+    case(f"norm-vector-{o}", f"norm(a0, {arg}, axis = 1)", one(normal(4, 5, 3)),
+         lambda x, p=ref_ord: np.linalg.norm(x, p, axis=1))
+case("norm-vector-0", "norm(a0, 0)", lambda r: [np.array([1.0, 0.0, -2.0])], lambda x: np.linalg.norm(x, 0), wrt=())
+for o in ("fro", "nuc", 1, -1, 2, -2, "inf", "-inf"):
+    ref_ord = {"inf": np.inf, "-inf": -np.inf}.get(o, o)
+    arg = f'"{o}"' if isinstance(o, str) else o
+    case(f"norm-matrix-{o}", f"norm(a0, {arg})", one(normal(3, 4)), lambda x, p=ref_ord: np.linalg.norm(x, p))
+    case(f"norm-batch-{o}", f"norm(a0, {arg}, axis = [2, 0], keepdims = true)", one(normal(3, 2, 4)),
+         lambda x, p=ref_ord: np.linalg.norm(x, p, axis=(2, 0), keepdims=True))
+
+
 # ---- the checks ----------------------------------------------------------------------------------------------
 
 
@@ -308,7 +372,61 @@ def test_logaddexp_is_stable_for_large_inputs():
     ('x = einsum("ij->k", eye(2))', "`einsum`: output 'k' repeats a letter or names one no operand has", 5),
     ('x = einsum("i$", eye(2))', "`einsum`: bad subscripts", 5),
     ('x = einsum("...i->i", ones([2, 3]))', "has `...` in an operand but not in the output", 5),
+    ("x = solve(ones([2, 3]), [1.0, 2.0])", "`solve` needs square matrices [..., n, n], got a float tensor of shape [2, 3]",
+     5),
+    ("x = solve(eye(2), [1.0, 2.0, 3.0])", "`solve`: b must be [2] or [..., 2, k] for A of shape [2, 2], got shape [3]",
+     5),
+    ("x = solve(ones([2, 2]), [1.0, 2.0])", "`solve`: Singular matrix", 5),
+    ("x = cholesky(-eye(2))", "`cholesky`: Matrix is not positive definite", 5),
+    ("x = svd([1.0, 2.0])", "`svd` needs matrices [..., m, n], got a float tensor of shape [2]", 5),
+    ('x = norm(eye(2), "max")', '`ord` must be a number, "inf", "-inf", "fro" or "nuc", got "max"', 5),
+    ('x = norm([1.0, 2.0], "nuc")', '`norm`: ord "nuc" is a matrix norm; give two axes', 5),
+    ("x = norm(eye(2), 3)", "`norm`: ord 3 is not a matrix norm", 5),
+    ("x = norm(ones([2, 2, 2]), 1)", "`norm` with `ord` and no `axis` needs a vector or a matrix", 5),
+    ("x = norm(ones([2, 2, 2]), axis = [0, 1, 2])", "`norm` takes one axis (a vector norm) or two (a matrix norm)", 5),
 ])
 def test_argument_errors_are_positioned(src, msg, col):
     e = error_of(src)
     assert msg in e.message and (e.span.line, e.span.col) == (src.count("\n") + 1, col)
+
+
+def test_eigenvalue_gradient_is_defined_at_a_degenerate_spectrum():
+    """∂ sum(w) / ∂A = I even where eigenvalues coincide (only the eigenvector rule divides by gaps)."""
+    assert run("fn f(A) = sum(eigvalsh(A) * [1.0, 1.0])\nprint(grad(f)(eye(2)))") == "[[1.0, 0.0], [0.0, 1.0]]\n"
+
+
+def test_prod_and_cumprod_gradients_where_entries_are_zero():
+    out = run("""
+        fn p(x) = prod(x)
+        fn c(x) = sum(cumprod(x) * [1.0, 10.0, 100.0])
+        print(grad(p)([2.0, 0.0, 3.0]), grad(p)([0.0, 0.0, 3.0]), grad(c)([2.0, 0.0, 3.0]))
+    """)
+    # ∂ prod / ∂xᵢ is the product of the others; c = x0 + 10 x0 x1 + 100 x0 x1 x2
+    assert out == "[0.0, 6.0, 0.0] [0.0, 0.0, 0.0] [1.0, 620.0, 0.0]\n"
+
+
+def test_sort_gradient_follows_the_permutation():
+    out = run("""
+        fn f(x) = sum(sort(x) * [1.0, 2.0, 3.0])
+        print(grad(f)([3.0, 1.0, 2.0]))
+    """)
+    assert out == "[3.0, 1.0, 2.0]\n"
+
+
+def test_quantile_gradient_interpolates_between_the_sorted_neighbours():
+    out = run("""
+        fn f(x) = quantile(x, 0.3)
+        print(quantile([4.0, 1.0, 3.0, 2.0], 0.3), grad(f)([4.0, 1.0, 3.0, 2.0]))
+    """)
+    # position 0.3 · 3 = 0.9 between the sorted 1.0 (index 1) and 2.0 (index 3)
+    value, g = out.split(" ", 1)
+    assert float(value) == pytest.approx(1.9)
+    np.testing.assert_allclose(eval(g), [0.0, 0.1, 0.0, 0.9], rtol=1e-12)
+
+
+def test_new_names_are_known_to_dpl_check(tmp_path):
+    from dpl.check import check_file
+    f = tmp_path / "p.dpl"
+    f.write_text("x = einsum(\"ii\", eye(2)) + trace(eye(2)) + sum(sort([2.0, 1.0])) + norm(eye(2), \"nuc\")\n"
+                 "w, V = eigh(eye(2))\nprint(x, expm(eye(2)), erfinv(0.5), quantile([1.0], 0.5))\n")
+    assert check_file(f) == []

@@ -337,6 +337,67 @@ SPEC.update({
         wrt="all", ref=lambda *xs, spec: np.einsum(spec, *xs)),
 })
 
+
+# ---- dpl/linalg.py (issue 11): inputs far from singular, eigenvalues and singular values apart -----------------
+
+
+def wellcond(rng, s):
+    return rng.normal(size=s) + 3.0 * np.eye(s[-2], s[-1])
+
+
+def symmetric(rng, s):
+    a = rng.normal(size=s)
+    return a + np.swapaxes(a, -1, -2)
+
+
+def spd(rng, s):
+    a = rng.normal(size=s)
+    return a @ np.swapaxes(a, -1, -2) + s[-1] * np.eye(s[-1])
+
+
+def gaps_apart(a, **_):
+    w = np.linalg.eigvalsh((a + np.swapaxes(a, -1, -2)) / 2)
+    return w.shape[-1] < 2 or np.min(np.diff(w, axis=-1)) > 0.3
+
+
+def svals_apart(a, **_):
+    sv = np.linalg.svd(a, compute_uv=False)
+    return np.min(sv) > 0.3 and (sv.shape[-1] < 2 or np.min(-np.diff(sv, axis=-1)) > 0.3)
+
+
+def sym_of(a):
+    return (a + np.swapaxes(a, -1, -2)) / 2
+
+
+SQUARE = [((3, 3),), ((4, 2, 2),), ((2, 1, 3, 3),), ((1, 1),)]
+WIDE_TALL = [((3, 2),), ((2, 3),), ((4, 3, 2),), ((2, 2, 4),), ((3, 3),)]
+RHS = [((3, 3), (3, 2)), ((4, 3, 3), (3, 1)), ((3, 3), (4, 3, 2)), ((2, 1, 2, 2), (3, 2, 2)), ((1, 1), (1, 1))]
+SPEC.update({
+    "solve": Row(2, (wellcond, real), [(sh, {}) for sh in RHS], wrt=(0, 1), ref=np.linalg.solve),
+    "solve_triangular": Row(2, (wellcond, real), [(sh, {"lower": lo}) for sh in RHS for lo in (True, False)],
+                            wrt=(0, 1), ref=lambda a, b, lower: np.linalg.solve(np.tril(a) if lower else np.triu(a), b)),
+    "inv": Row(1, (wellcond,), [(sh, {}) for sh in SQUARE], ref=np.linalg.inv),
+    "det": Row(1, (wellcond,), [(sh, {}) for sh in SQUARE], ref=np.linalg.det),
+    "logabsdet": Row(1, (wellcond,), [(sh, {}) for sh in SQUARE], ref=lambda a: np.linalg.slogdet(a)[1]),
+    "signdet": nodiff(1, real, lambda a: np.linalg.slogdet(a)[0], [(sh, {}) for sh in SQUARE]),
+    "cholesky": Row(1, (spd,), [(sh, {}) for sh in SQUARE], ref=lambda a: np.linalg.cholesky(sym_of(a))),
+    "eigh_values": Row(1, (symmetric,), [(sh, {}) for sh in SQUARE], valid=gaps_apart,
+                       ref=lambda a: np.linalg.eigvalsh(sym_of(a))),
+    "eigh_vectors": Row(1, (symmetric,), [(sh, {}) for sh in SQUARE], valid=gaps_apart,
+                        ref=lambda a: np.linalg.eigh(sym_of(a))[1]),
+    "svd_u": Row(1, (real,), [(sh, {}) for sh in WIDE_TALL], valid=svals_apart,
+                 ref=lambda a: np.linalg.svd(a, full_matrices=False)[0]),
+    "svd_s": Row(1, (real,), [(sh, {}) for sh in WIDE_TALL], valid=svals_apart,
+                 ref=lambda a: np.linalg.svd(a, compute_uv=False)),
+    "svd_vh": Row(1, (real,), [(sh, {}) for sh in WIDE_TALL], valid=svals_apart,
+                  ref=lambda a: np.linalg.svd(a, full_matrices=False)[2]),
+    "qr_q": Row(1, (wellcond,), [(sh, {}) for sh in [((3, 3),), ((4, 3, 3),)]] + [(sh, {}) for sh in [((3, 2),), ((2, 4, 2),)]],
+                ref=lambda a: np.linalg.qr(a)[0]),
+    "qr_r": Row(1, (wellcond,), [(sh, {}) for sh in [((3, 3),), ((4, 3, 3),)]] + [(sh, {}) for sh in [((3, 2),), ((2, 4, 2),)]],
+                ref=lambda a: np.linalg.qr(a)[1]),
+    "expm": Row(1, (real,), [(sh, {}) for sh in SQUARE], ref=lambda a: __import__("scipy.linalg").linalg.expm(a)),
+})
+
 # ---- helpers ----------------------------------------------------------------------------------------
 
 
