@@ -19,7 +19,7 @@ from .builtins import builtin, floats, integer, tensor
 from .errors import DplError
 from .graph import raw
 from .interp import describe_type
-from .numerics import _keep, axis_arg, check_axis, diagonal_of, one_axis
+from .builtins import _keep, axis_arg, check_axis, flag
 from .ops import add, defop, div, matmul, mul, neg, reshape, sub, swapaxes, unbroadcast, where
 
 
@@ -269,7 +269,6 @@ def solve_(A, b):
 
 @linalg_builtin
 def solve_triangular_(A, b, lower=True):
-    from .builtins import flag
     A = _square(A, "solve_triangular")
     b, vector = _rhs(A, b, "solve_triangular")
     lower = lower if isinstance(lower, bool) else flag(lower, "lower")

@@ -13,12 +13,12 @@ import numpy as np
 
 from . import backend as B
 from . import ops
-from .builtins import builtin, floats, tensor
+from .builtins import _keep, axis_arg, builtin, check_axis, floats, integer, mean_of, tensor
 from .errors import DplError
 from .graph import raw
 from .interp import describe_type, kind
-from .limits import check_broadcast
-from .ops import add, defop, div, exp, log, mul, neg, sqrt, sub
+from .limits import check_broadcast, check_elements
+from .ops import add, defop, div, exp, mul, neg, sqrt, sub
 
 
 def _special():
@@ -154,7 +154,6 @@ def digamma(x):
 
 @builtin("polygamma")
 def polygamma_(n, x):
-    from .builtins import integer
     n = integer(n, "n")
     if n < 0:
         raise DplError(f"`polygamma` needs an order n ≥ 0, got {n}")
@@ -261,9 +260,6 @@ def prod_of(x, axis=None, keepdims=False):
 
 
 # ---- builtins: sorting and scans ----------------------------------------------------------------------------------
-
-from .builtins import _keep, axis_arg, check_axis, integer, mean_of  # noqa: E402
-
 
 def one_axis(x, axis, what="axis"):
     """An integer axis of x (negative counts from the end), checked."""
@@ -431,9 +427,6 @@ def median(x, axis=None, keepdims=False):
 
 # ---- shapes ------------------------------------------------------------------------------------------------------
 
-from .builtins import shape_arg  # noqa: E402
-
-
 def _axes(x, axis):
     """All axes for none, else the checked axes of an integer or a list, as a tuple of non-negative ints."""
     nd = np.ndim(raw(x))
@@ -525,6 +518,7 @@ def pad(x, width, mode="constant", value=0.0):
     v = floats(value, "value")
     if np.ndim(raw(v)) != 0:
         raise DplError(f"`pad`: value must be a number, got {describe_type(value)}")
+    check_elements([n + int(b) + int(a) for n, (b, a) in zip(np.shape(raw(x)), w)], "`pad`")
     for ax in range(nd):
         before, after = (int(i) for i in w[ax])
         shp = np.shape(raw(x))
@@ -552,6 +546,8 @@ def repeat(x, repeats, axis=None):
     r = _ints(repeats, "repeats")
     if len(r) not in (1, n) or any(k < 0 for k in r):
         raise DplError(f"`repeat`: repeats must be ≥ 0, one count or one per entry ({n}), got {list(r)}")
+    shp = np.shape(raw(x))
+    check_elements(shp[:ax] + (sum(r) if len(r) == n else n * r[0],) + shp[ax + 1:], "`repeat`")
     return _gather(x, ax, np.repeat(np.arange(n), r if len(r) == n else r[0]))
 
 
@@ -564,6 +560,7 @@ def tile(x, reps):
     shp = np.shape(raw(x))
     nd = max(len(shp), len(r))
     shp, r = (1,) * (nd - len(shp)) + shp, (1,) * (nd - len(r)) + r
+    check_elements([k * n for k, n in zip(r, shp)], "`tile`")
     x = ops.reshape(x, shape=tuple(d for n in shp for d in (1, n)))      # a size-1 axis before each axis
     x = ops.broadcast_to(x, shape=tuple(d for k, n in zip(r, shp) for d in (k, n)))
     return ops.reshape(x, shape=tuple(k * n for k, n in zip(r, shp)))
@@ -623,6 +620,7 @@ def diag(x, k=0):
     if np.ndim(raw(x)) != 1:
         raise DplError(f"`diag` takes a vector or a matrix, got {describe_type(x)}")
     n = np.shape(raw(x))[0]
+    check_elements((n + abs(k), n + abs(k)), "`diag`")
     rows = np.arange(n) + max(0, -k)
     return ops.scatter_add(x, key=(rows, rows + k), shape=(n + abs(k), n + abs(k)))
 
@@ -635,6 +633,7 @@ def trace(x, offset=0, axis1=0, axis2=1):
 @builtin()
 def outer(a, b):
     a, b = _promote_all([a, b])
+    check_elements((np.size(raw(a)), np.size(raw(b))), "`outer`")
     return mul(ops.reshape(a, shape=(-1, 1)), ops.reshape(b, shape=(1, -1)))
 
 
@@ -652,6 +651,7 @@ def kron(a, b):
     sa, sb = np.shape(raw(a)), np.shape(raw(b))
     nd = max(len(sa), len(sb))
     sa, sb = (1,) * (nd - len(sa)) + sa, (1,) * (nd - len(sb)) + sb
+    check_elements([m * n for m, n in zip(sa, sb)], "`kron`")
     a = ops.reshape(a, shape=tuple(d for n in sa for d in (n, 1)))
     b = ops.reshape(b, shape=tuple(d for n in sb for d in (1, n)))
     return ops.reshape(mul(a, b), shape=tuple(m * n for m, n in zip(sa, sb)))
@@ -674,6 +674,7 @@ def tensordot(a, b, axes=2):
         raise DplError(f"`tensordot`: axes {list(xa)} of {list(sa)} do not match axes {list(xb)} of {list(sb)}")
     fa = tuple(d for d in range(len(sa)) if d not in xa)
     fb = tuple(d for d in range(len(sb)) if d not in xb)
+    check_elements([sa[i] for i in fa] + [sb[i] for i in fb], "`tensordot`")
     k = math.prod(sa[i] for i in xa)
     a2 = ops.reshape(ops.transpose(a, perm=fa + xa), shape=(math.prod(sa[i] for i in fa), k))
     b2 = ops.reshape(ops.transpose(b, perm=xb + fb), shape=(k, math.prod(sb[i] for i in fb)))
@@ -759,6 +760,7 @@ def einsum_(spec, *operands):
                 continue
             if sizes.setdefault(c, n) != n:
                 raise DplError(f"`einsum`: {c!r} has size {sizes[c]} in one place and {n} in another")
+    check_elements([sizes.get(c, 1) for c in out], "`einsum`")
     ready, ready_terms = [], []
     for t, x in zip(terms, xs):
         while len(set(t)) < len(t):  # a repeated letter: take the diagonal of its first two axes

@@ -424,6 +424,16 @@ def test_quantile_gradient_interpolates_between_the_sorted_neighbours():
     np.testing.assert_allclose(eval(g), [0.0, 0.1, 0.0, 0.9], rtol=1e-12)
 
 
+@pytest.mark.parametrize("src", ["x = outer(ones([100000]), ones([100000]))", "x = tile([1.0], 100000000000)",
+                                 "x = repeat([1.0, 2.0], 100000000000)", "x = pad([1.0], 100000000000)",
+                                 "x = kron(ones([100000]), ones([100000]))", "x = diag(ones([100000]))",
+                                 'x = einsum("i,j", ones([100000]), ones([100000]))',
+                                 "x = tensordot(ones([100000]), ones([100000]), axes = 0)"])
+def test_large_results_are_refused_before_they_are_allocated(src):
+    e = error_of(src)
+    assert "raise --max-elements if that is intended" in e.message and (e.span.line, e.span.col) == (1, 5)
+
+
 def test_new_names_are_known_to_dpl_check(tmp_path):
     from dpl.check import check_file
     f = tmp_path / "p.dpl"
