@@ -632,22 +632,23 @@ def trace(x, offset=0, axis1=0, axis2=1):
 
 @builtin()
 def outer(a, b):
-    a, b = _promote_all([a, b])
+    a, b = _promote_all([a, b], "outer")
     check_elements((np.size(raw(a)), np.size(raw(b))), "`outer`")
     return mul(ops.reshape(a, shape=(-1, 1)), ops.reshape(b, shape=(1, -1)))
 
 
-def _promote_all(xs):
+def _promote_all(xs, what):
+    """Tensors of numbers, all floats if any is (integers alone stay integers)."""
     xs = [tensor(x) for x in xs]
     if any(kind(x) == "b" for x in xs):
-        raise DplError("expected numbers, got a boolean tensor")
+        raise DplError(f"`{what}` needs numbers, got a boolean tensor")
     return [ops.astype(x, dtype=B.float_dtype) if kind(x) != "f" else x for x in xs] \
         if any(kind(x) == "f" for x in xs) else xs
 
 
 @builtin()
 def kron(a, b):
-    a, b = _promote_all([a, b])
+    a, b = _promote_all([a, b], "kron")
     sa, sb = np.shape(raw(a)), np.shape(raw(b))
     nd = max(len(sa), len(sb))
     sa, sb = (1,) * (nd - len(sa)) + sa, (1,) * (nd - len(sb)) + sb
@@ -659,7 +660,7 @@ def kron(a, b):
 
 @builtin()
 def tensordot(a, b, axes=2):
-    a, b = _promote_all([a, b])
+    a, b = _promote_all([a, b], "tensordot")
     sa, sb = np.shape(raw(a)), np.shape(raw(b))
     r = np.asarray(B.to_host(raw(tensor(axes, "axes"))))
     if r.dtype.kind not in "iu" or not (r.ndim == 0 or (r.ndim == 2 and r.shape[0] == 2)):
@@ -721,7 +722,7 @@ def einsum_(spec, *operands):
         raise DplError(f"`einsum` takes a subscripts string first, got {describe_type(spec)}")
     if not operands:
         raise DplError("`einsum` needs at least one operand")
-    xs = _promote_all(operands)
+    xs = _promote_all(operands, "einsum")
     s = spec.replace(" ", "")
     lhs, arrow, out = s.partition("->")
     terms = lhs.split(",")
@@ -759,6 +760,9 @@ def einsum_(spec, *operands):
             if c in ell and n == 1:
                 continue
             if sizes.setdefault(c, n) != n:
+                if c in ell:
+                    raise DplError(f"`einsum`: the `...` axes of the operands do not broadcast "
+                                   f"({', '.join(str(list(np.shape(raw(x)))) for x in xs)})")
                 raise DplError(f"`einsum`: {c!r} has size {sizes[c]} in one place and {n} in another")
     check_elements([sizes.get(c, 1) for c in out], "`einsum`")
     ready, ready_terms = [], []

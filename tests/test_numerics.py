@@ -368,6 +368,9 @@ def test_logaddexp_is_stable_for_large_inputs():
     ("x = tensordot(eye(2), eye(3), axes = 1)", "`tensordot`: axes [1] of [2, 2] do not match axes [0] of [3, 3]", 5),
     ('x = einsum("ij,jk", eye(2))', "`einsum`: 'ij,jk' has 2 operand terms, got 1 operand", 5),
     ('x = einsum("ij,jk", eye(2), ones([3, 2]))', "`einsum`: 'j' has size 2 in one place and 3 in another", 5),
+    ('x = einsum("...i,...i", ones([2, 3]), ones([4, 3]))', "`einsum`: the `...` axes of the operands do not broadcast "
+     "([2, 3], [4, 3])", 5),
+    ("x = kron([true], [1.0])", "`kron` needs numbers, got a boolean tensor", 5),
     ('x = einsum("ijk", eye(2))', "`einsum`: term 'ijk' does not fit an operand of shape [2, 2]", 5),
     ('x = einsum("ij->k", eye(2))', "`einsum`: output 'k' repeats a letter or names one no operand has", 5),
     ('x = einsum("i$", eye(2))', "`einsum`: bad subscripts", 5),
