@@ -447,7 +447,7 @@ def _ints(v, what):
 
 def _gather(x, ax, idx):
     """x's entries along axis ax at the constant positions idx (a shape-derived constant, not data)."""
-    return ops.index(x, key=_along(ax, np.ndim(raw(x)), np.asarray(idx, dtype=np.int64)))
+    return ops.index(x, key=_along(ax, np.ndim(raw(x)), B.xp.asarray(idx, dtype=np.int64)))
 
 
 @builtin()
@@ -598,7 +598,7 @@ def diagonal_of(x, offset=0, axis1=-2, axis2=-1):
     x = ops.transpose(x, perm=rest + (a1, a2)) if rest + (a1, a2) != tuple(range(nd)) else x
     n, m = np.shape(raw(x))[-2:]
     length = max(0, min(n, m - offset) if offset >= 0 else min(n + offset, m))
-    rows = np.arange(length) + max(0, -offset)
+    rows = B.xp.arange(length) + max(0, -offset)
     return ops.index(x, key=(slice(None),) * len(rest) + (rows, rows + offset))
 
 
@@ -621,7 +621,7 @@ def diag(x, k=0):
         raise DplError(f"`diag` takes a vector or a matrix, got {describe_type(x)}")
     n = np.shape(raw(x))[0]
     check_elements((n + abs(k), n + abs(k)), "`diag`")
-    rows = np.arange(n) + max(0, -k)
+    rows = B.xp.arange(n) + max(0, -k)
     return ops.scatter_add(x, key=(rows, rows + k), shape=(n + abs(k), n + abs(k)))
 
 

@@ -55,6 +55,13 @@ JAX: dict = {
     "svd-tall": lambda a: jnp.linalg.svd(a, full_matrices=False)[0], "qr-wide": lambda a: jnp.linalg.qr(a)[1],
     "expm": jla.expm, "matrix_power": lambda a: jnp.linalg.matrix_power(a, 5),
     "solve_triangular": lambda a, b: jla.solve_triangular(a, b, lower=False),
+    **{f: (lambda x, f=f: getattr(jnp, f)(x) * x) for f in ("sign", "floor", "ceil", "round")},
+    "sinc-at-0": jnp.sinc, "argsort": lambda x: jnp.argsort(x, axis=1, stable=True),
+    "topk-indices": lambda x: jax.lax.top_k(x, 3)[1],
+    "split": lambda x: jnp.split(x, [1], axis=1)[1], "pad-value": lambda x, v: jnp.pad(x, 1) + v * (1 - jnp.pad(jnp.ones_like(x), 1)),  # jnp.pad: no gradient for v
+    "eigvalsh": lambda a: jnp.linalg.eigvalsh(a),
+    "svd-wide": lambda a: jnp.linalg.svd(a, full_matrices=False)[2] * 2 + jnp.sum(jnp.linalg.svd(a, compute_uv=False)),
+    "qr-tall": lambda a: jnp.linalg.qr(a)[0] + jnp.sum(jnp.linalg.qr(a)[1]), "norm": jnp.linalg.norm,
     **{f"norm-vector-{o}": (lambda x, p=ords(o): jnp.linalg.norm(x, p, axis=1)) for o in (1, 3, 0.5, "inf", "-inf")},
     **{f"norm-batch-{o}": (lambda x, p=ords(o): jnp.linalg.norm(x, p, axis=(2, 0), keepdims=True))
        for o in ("fro", "nuc", 1, -1, 2, -2, "inf", "-inf")},
@@ -72,6 +79,7 @@ def test_value_and_gradient_match_jax(name):
     jargs = [jnp.asarray(a) for a in args]
     want = np.asarray(ref(*jargs))
     np.testing.assert_allclose(prog.call("F", *args), want, rtol=1e-9, atol=1e-12)
+    assert np.asarray(prog.call("F", *args)).dtype.kind == want.dtype.kind
     cot = r.normal(size=want.shape)
     for k in c.wrt:
         jg = jax.grad(lambda *xs: jnp.sum(ref(*xs) * cot), argnums=k)(*jargs)
