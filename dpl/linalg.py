@@ -139,17 +139,22 @@ eigh_vectors = defop("eigh_vectors", [_eigh_vectors_vjp])(lambda a: B.xp.linalg.
 # ---- singular value decomposition ------------------------------------------------------------------------------------
 
 
+def _skew(x):
+    return sub(x, _T(x))
+
+
 def _svd_vjp(a, gu, gs, gvh):
     """PyTorch's svd_backward (real, reduced): one formula for the adjoints of U, s and Vh (None: not used)."""
-    u, s, vh = svd_u(a), svd_s(a), svd_vh(a)
+    u, vh = svd_u(a), svd_vh(a)
     m, n = ops.shape(a)[-2:]
     k = min(m, n)
-    s_col, s_row = _as_matrix_last(s)
     inner = None
     if gu is not None or gvh is not None:
+        s = svd_s(a)
+        s_col, s_row = _as_matrix_last(s)
         f = _gaps_inverse(s, True)                                       # 1 / (s_j² − s_i²)
-        skew_u = 0.0 if gu is None else (lambda x: sub(x, _T(x)))(matmul(_T(u), gu))
-        skew_v = 0.0 if gvh is None else (lambda x: sub(x, _T(x)))(matmul(vh, _T(gvh)))
+        skew_u = 0.0 if gu is None else _skew(matmul(_T(u), gu))
+        skew_v = 0.0 if gvh is None else _skew(matmul(vh, _T(gvh)))
         inner = mul(add(mul(skew_u, s_row), mul(s_col, skew_v)), f)
     if gs is not None:
         d = mul(B.xp.eye(k, dtype=raw(a).dtype), reshape(gs, shape=ops.shape(gs)[:-1] + (1, k)))   # diag(s̄)
