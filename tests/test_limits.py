@@ -476,6 +476,15 @@ EXPECTED_BUILTINS = {
     "grad", "value_and_grad", "blend", "sgd", "adam", "rmsprop",
     # attention, memory, ODEs, sparse graphs
     "attend", "attention", "read", "address", "write", "odeint", "csr", "adjacency", "dense",
+    # NumPy/SciPy functions (dpl/numerics.py, dpl/linalg.py)
+    "sign", "floor", "ceil", "round", "square", "reciprocal", "log1p", "expm1", "log2", "log10", "exp2", "sinh",
+    "cosh", "arcsin", "arccos", "arctan", "arctan2", "arcsinh", "arccosh", "arctanh", "hypot", "logaddexp", "sinc",
+    "erf", "erfc", "erfinv", "lgamma", "digamma", "polygamma", "gamma",
+    "sort", "argsort", "topk", "cumsum", "cumprod", "prod", "diff", "var", "std", "median", "quantile",
+    "split", "flip", "roll", "pad", "repeat", "tile", "tril", "triu", "diag", "diagonal", "trace", "outer", "kron",
+    "tensordot", "einsum",
+    "solve", "solve_triangular", "inv", "det", "slogdet", "cholesky", "eigh", "eigvalsh", "svd", "svdvals", "qr",
+    "expm", "matrix_power",
 }
 # Python names whose use would let a builtin reach outside DPL (files written, processes, imports, code).
 FORBIDDEN = {"system", "popen", "Popen", "subprocess", "check_output", "spawn", "fork", "remove", "unlink", "rmdir",

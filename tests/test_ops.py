@@ -278,6 +278,144 @@ SPEC: dict[str, Row] = {
                           ref=ref_masked_softmax),
 }
 
+# ---- dpl/numerics.py (issue 11) ------------------------------------------------------------------
+
+
+def inside1(rng, s):  # arcsin, arccos, arctanh, erfinv: inside (-1, 1)
+    return rng.uniform(-0.9, 0.9, size=s)
+
+
+def above1(rng, s):  # arccosh
+    return rng.uniform(1.2, 3.0, size=s)
+
+
+def off_int(rng, s):  # floor, ceil, round, sign: never at a jump
+    return rng.integers(-3, 3, size=s) + rng.uniform(0.1, 0.4, size=s) * rng.choice([1, 2], size=s)
+
+
+def pick2(rng, s):  # take_along/put_along indices: 0 or 1 (every axis has ≥ 2 entries), repeats included
+    return rng.integers(0, 2, size=s)
+
+
+def ref_put_along(x, idx, axis, shape):
+    out = np.zeros(shape)
+    key = [np.arange(n).reshape((-1,) + (1,) * (idx.ndim - 1 - d)) for d, n in enumerate(idx.shape)]
+    key[axis % idx.ndim] = idx
+    np.add.at(out, tuple(key), x)
+    return out
+
+
+SPEC.update({
+    "sign": nodiff(1, off_int, np.sign),
+    "floor": nodiff(1, off_int, np.floor),
+    "ceil": nodiff(1, off_int, np.ceil),
+    "round": nodiff(1, off_int, np.round),
+    "log1p": unary(pos, np.log1p),
+    "expm1": unary(real, np.expm1),
+    "log2": unary(pos, np.log2),
+    "log10": unary(pos, np.log10),
+    "exp2": unary(real, np.exp2),
+    "sinh": unary(real, np.sinh),
+    "cosh": unary(real, np.cosh),
+    "arcsin": unary(inside1, np.arcsin),
+    "arccos": unary(inside1, np.arccos),
+    "arctan": unary(wide, np.arctan),
+    "arcsinh": unary(wide, np.arcsinh),
+    "arccosh": unary(above1, np.arccosh),
+    "arctanh": unary(inside1, np.arctanh),
+    "erf": unary(real, scipy.special.erf),
+    "erfc": unary(real, scipy.special.erfc),
+    "erfinv": unary(inside1, scipy.special.erfinv),
+    "lgamma": unary(pos, scipy.special.gammaln),
+    "gamma": unary(pos, scipy.special.gamma),
+    "polygamma": Row(1, (pos,), [(s, {"n": n}) for s in UNARY_SHAPES[:4] for n in (0, 1, 3)],
+                     ref=lambda x, n: scipy.special.polygamma(n, x)),
+    "arctan2": binary((real, divisor), np.arctan2),
+    "hypot": binary((divisor, divisor), np.hypot),
+    "logaddexp": binary((real, real), np.logaddexp),
+    # sorting and scans
+    "argsort": nodiff(1, real, lambda x, axis: np.argsort(x, axis=axis, kind="stable"),
+                      [(((2, 3),), {"axis": -1}), (((4, 2, 3),), {"axis": 0}), (((5,),), {"axis": 0})]),
+    "take_along": Row(2, (real, pick2), [(s, {"axis": a}) for s, a in [
+        (((2, 3), (2, 3)), -1), (((2, 3), (2, 2)), 1), (((3, 2), (5, 2)), 0), (((4, 2, 3), (4, 2, 1)), 2),
+        (((4,), (6,)), 0)]], ref=lambda x, idx, axis: np.take_along_axis(x, idx, axis=axis)),
+    "put_along": Row(2, (real, pick2), [(s, {"axis": a, "shape": sh}) for s, a, sh in [
+        (((2, 3), (2, 3)), -1, (2, 3)), (((2, 2), (2, 2)), 1, (2, 4)), (((5, 2), (5, 2)), 0, (2, 2)),
+        (((6,), (6,)), 0, (3,))]], ref=ref_put_along),
+    "cumsum": Row(1, (real,), [((s,), {"axis": a, "reverse": r}) for s, a in [((3,), 0), ((2, 3), 1), ((2, 3), 0),
+                                                                          ((4, 2, 3), -2), ((1, 3), 0)]
+                              for r in (False, True)],
+                  ref=lambda x, axis, reverse: np.flip(np.cumsum(np.flip(x, axis), axis), axis) if reverse
+                  else np.cumsum(x, axis=axis)),
+    # einsum: the builtin hands it distinct letters per operand and no `...`
+    "einsum": Row(None, (real,), [(shapes, {"spec": spec}) for spec, shapes in [
+        ("ij,jk->ik", ((2, 3), (3, 4))), ("bij,bjk->bik", ((4, 2, 3), (4, 3, 2))), ("i,i->", ((3,), (3,))),
+        ("ij->", ((2, 3),)), ("ij->ji", ((2, 3),)), ("i,j->ij", ((2,), (3,))), ("ij,jk->ij", ((2, 3), (3, 4))),
+        ("ijk,jl,k->il", ((2, 3, 4), (3, 2), (4,))), ("abc,c->a", ((4, 2, 3), (3,)))]],
+        wrt="all", ref=lambda *xs, spec: np.einsum(spec, *xs)),
+})
+
+
+# ---- dpl/linalg.py (issue 11): inputs far from singular, eigenvalues and singular values apart -----------------
+
+
+def wellcond(rng, s):
+    return rng.normal(size=s) + 3.0 * np.eye(s[-2], s[-1])
+
+
+def symmetric(rng, s):
+    a = rng.normal(size=s)
+    return a + np.swapaxes(a, -1, -2)
+
+
+def spd(rng, s):
+    a = rng.normal(size=s)
+    return a @ np.swapaxes(a, -1, -2) + s[-1] * np.eye(s[-1])
+
+
+def gaps_apart(a, **_):
+    w = np.linalg.eigvalsh((a + np.swapaxes(a, -1, -2)) / 2)
+    return w.shape[-1] < 2 or np.min(np.diff(w, axis=-1)) > 0.3
+
+
+def svals_apart(a, **_):
+    sv = np.linalg.svd(a, compute_uv=False)
+    return np.min(sv) > 0.3 and (sv.shape[-1] < 2 or np.min(-np.diff(sv, axis=-1)) > 0.3)
+
+
+def sym_of(a):
+    return (a + np.swapaxes(a, -1, -2)) / 2
+
+
+SQUARE = [((3, 3),), ((4, 2, 2),), ((2, 1, 3, 3),), ((1, 1),)]
+WIDE_TALL = [((3, 2),), ((2, 3),), ((4, 3, 2),), ((2, 2, 4),), ((3, 3),)]
+RHS = [((3, 3), (3, 2)), ((4, 3, 3), (3, 1)), ((3, 3), (4, 3, 2)), ((2, 1, 2, 2), (3, 2, 2)), ((1, 1), (1, 1))]
+SPEC.update({
+    "solve": Row(2, (wellcond, real), [(sh, {}) for sh in RHS], wrt=(0, 1), ref=np.linalg.solve),
+    "solve_triangular": Row(2, (wellcond, real), [(sh, {"lower": lo}) for sh in RHS for lo in (True, False)],
+                            wrt=(0, 1), ref=lambda a, b, lower: np.linalg.solve(np.tril(a) if lower else np.triu(a), b)),
+    "inv": Row(1, (wellcond,), [(sh, {}) for sh in SQUARE], ref=np.linalg.inv),
+    "det": Row(1, (wellcond,), [(sh, {}) for sh in SQUARE], ref=np.linalg.det),
+    "logabsdet": Row(1, (wellcond,), [(sh, {}) for sh in SQUARE], ref=lambda a: np.linalg.slogdet(a)[1]),
+    "signdet": nodiff(1, real, lambda a: np.linalg.slogdet(a)[0], [(sh, {}) for sh in SQUARE]),
+    "cholesky": Row(1, (spd,), [(sh, {}) for sh in SQUARE], ref=lambda a: np.linalg.cholesky(sym_of(a))),
+    "eigh_values": Row(1, (symmetric,), [(sh, {}) for sh in SQUARE], valid=gaps_apart,
+                       ref=lambda a: np.linalg.eigvalsh(sym_of(a))),
+    "eigh_vectors": Row(1, (symmetric,), [(sh, {}) for sh in SQUARE], valid=gaps_apart,
+                        ref=lambda a: np.linalg.eigh(sym_of(a))[1]),
+    "svd_u": Row(1, (real,), [(sh, {}) for sh in WIDE_TALL], valid=svals_apart,
+                 ref=lambda a: np.linalg.svd(a, full_matrices=False)[0]),
+    "svd_s": Row(1, (real,), [(sh, {}) for sh in WIDE_TALL], valid=svals_apart,
+                 ref=lambda a: np.linalg.svd(a, compute_uv=False)),
+    "svd_vh": Row(1, (real,), [(sh, {}) for sh in WIDE_TALL], valid=svals_apart,
+                  ref=lambda a: np.linalg.svd(a, full_matrices=False)[2]),
+    "qr_q": Row(1, (wellcond,), [(sh, {}) for sh in [((3, 3),), ((4, 3, 3),)]] + [(sh, {}) for sh in [((3, 2),), ((2, 4, 2),)]],
+                ref=lambda a: np.linalg.qr(a)[0]),
+    "qr_r": Row(1, (wellcond,), [(sh, {}) for sh in [((3, 3),), ((4, 3, 3),)]] + [(sh, {}) for sh in [((3, 2),), ((2, 4, 2),)]],
+                ref=lambda a: np.linalg.qr(a)[1]),
+    "expm": Row(1, (real,), [(sh, {}) for sh in SQUARE], ref=lambda a: __import__("scipy.linalg").linalg.expm(a)),
+})
+
 # ---- helpers ----------------------------------------------------------------------------------------
 
 
