@@ -211,8 +211,6 @@ SPEC: dict[str, Row] = {
     "int": nodiff(1, wide, lambda x: np.trunc(x).astype(np.int64)),
     "any": nodiff(1, boolean, np.any, [(((2, 3),), {}), (((2, 3),), {"axis": 1}), (((),), {})]),
     "all": nodiff(1, boolean, np.all, [(((2, 3),), {}), (((2, 3),), {"axis": 0}), (((),), {})]),
-    "sign": nodiff(1, wide, np.sign),
-    "floor": nodiff(1, wide, np.floor),
     "isfinite": nodiff(1, real, np.isfinite),
     "astype": Row(1, (real,), [(((2, 3),), {"dtype": np.dtype("float64")}), (((),), {"dtype": np.dtype("float64")})],
                   ref=lambda x, dtype: x.astype(dtype)),
