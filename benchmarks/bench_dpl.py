@@ -1,5 +1,6 @@
-"""DPL on the six workloads: benchmarks/programs/NAME.dpl loaded with dpl.load, driven step by step from Python
-with dpl.train.loss_and_grads and a plain SGD/Adam update on interp.params (the update of WORKLOADS.md)."""
+"""DPL on the workloads: benchmarks/programs/NAME.dpl loaded with dpl.load, driven step by step from Python
+with dpl.train.loss_and_grads and a plain SGD/Adam update on interp.params (the update of WORKLOADS.md).
+`build(..., replay=False)` turns replay off (dpl.replay.enabled), so every step is recorded afresh."""
 from __future__ import annotations
 
 import io
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import dpl
+import dpl.replay
 from dpl.graph import raw
 from dpl.train import loss_and_grads
 
@@ -20,7 +22,7 @@ import workloads as W
 HERE = Path(__file__).resolve().parent
 PROGRAMS = HERE / "programs"
 DATA_NAMES = {"cannon": ["targets"], "lstm": ["x", "y"], "selfattn": ["x", "y"], "taylor_sin": [],
-              "memnet": ["mem", "q", "y"], "neural_ode": ["h0", "target"]}
+              "memnet": ["mem", "q", "y"], "neural_ode": ["h0", "target"], "pendulum": ["y0", "ts"]}
 
 
 def check_draws(name: str, interp) -> None:
@@ -81,17 +83,18 @@ class Runner:
         return {}
 
 
-def build(name: str, steps: int, **_):
+def build(name: str, steps: int, replay: bool = True, **_):
+    dpl.replay.enabled = replay
     return Runner(name, steps)
 
 
-def cli_run(name: str, steps: int, env=None) -> dict:
+def cli_run(name: str, steps: int, env=None, threads: int = 1) -> dict:
     """`dpl train benchmarks/programs/NAME.dpl --quiet --metrics M` in a subprocess: ms/step is the train block's
     seconds over its steps (a mean, progress and finiteness checks included), final loss from --metrics."""
     with tempfile.TemporaryDirectory() as tmp:
         metrics, out = Path(tmp) / "m.json", Path(tmp) / "p.npz"
         cmd = [sys.executable, "-m", "dpl.cli", "train", str(PROGRAMS / f"{name}.dpl"), "--quiet",
-               "--metrics", str(metrics), "--out", str(out)]
+               "--metrics", str(metrics), "--out", str(out), "--threads", str(threads)]
         if name != "cannon":
             cmd += ["--epochs", str(steps)]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -1,8 +1,9 @@
-"""JAX on the six workloads, float64 (jax_enable_x64): one training step = value_and_grad + the update,
+"""JAX on the workloads, float64 (jax_enable_x64): one training step = value_and_grad + the update,
 under jax.jit (`jax-jit`) or run op by op (`jax-nojit`). Loops are Python loops, unrolled by jit.
 taylor_sin under jit runs the early return rewritten as a mask (WORKLOADS.md §4)."""
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -65,6 +66,43 @@ def ode_loss(P, h, target):
     return jnp.mean(jnp.sum((h - target) ** 2, axis=1))
 
 
+def pendulum_path(a, c, y0, ts, scan=False):
+    """odeint's RK4 as DPL computes it (as bench_torch.pendulum_path). With `scan` (under jit) the 10 steps of
+    an interval and the 20 intervals are lax.scan loops: jit of the 200 unrolled steps had not finished
+    compiling after 4 CPU minutes and 6.7 GB."""
+    def f(y):
+        return jnp.stack([y[1], -a * jnp.sin(y[0]) - c * y[1]])
+
+    def rk4(y, h):
+        k1 = f(y)
+        k2 = f(y + h * (0.5 * k1))
+        k3 = f(y + h * (0.5 * k2))
+        k4 = f(y + h * (1.0 * k3))
+        return y + h * (1 / 6 * k1 + 1 / 3 * k2 + 1 / 3 * k3 + 1 / 6 * k4)
+
+    n = W.PENDULUM["steps"]
+    hs = [(ts[i] - ts[i - 1]) / n for i in range(1, len(ts))]
+    if scan:
+        def interval(y, h):
+            y, _ = jax.lax.scan(lambda y, _: (rk4(y, h), None), y, None, length=n)
+            return y, y
+        _, ys = jax.lax.scan(interval, y0, jnp.asarray(hs))
+        return jnp.concatenate([y0[None], ys])
+    ys, y = [y0], y0
+    for h in hs:
+        for _ in range(n):
+            y = rk4(y, h)
+        ys.append(y)
+    return jnp.stack(ys)
+
+
+PENDULUM_TS = W.draw("pendulum")[1]["ts"].tolist()
+
+
+def pendulum_loss(P, y0, observed, scan=False):
+    return jnp.mean((pendulum_path(P["a"], P["c"], y0, PENDULUM_TS, scan) - observed) ** 2)
+
+
 def taylor_s(x):
     """The program as written: Python control flow with a data-dependent early return (no jit)."""
     t, sign = 0.0, -1.0
@@ -91,7 +129,7 @@ def taylor_s_masked(x):
 
 
 LOSSES = {"cannon": cannon_loss, "lstm": lstm_loss, "selfattn": selfattn_loss, "memnet": memnet_loss,
-          "neural_ode": ode_loss}
+          "neural_ode": ode_loss, "pendulum": pendulum_loss}
 DATA = {"lstm": ["x", "y"], "selfattn": ["x", "y"], "memnet": ["mem", "q", "y"], "neural_ode": ["h0", "target"]}
 
 
@@ -124,15 +162,21 @@ class Runner:
             return
         self.P = {k: jnp.asarray(v) for k, v in params.items()}
         _, opt, lr = W.SPEC[name]
+        loss = LOSSES[name]
+        if name == "pendulum" and jit:
+            loss = functools.partial(pendulum_loss, scan=True)
         if opt == "adam":
-            self.fn = wrap(adam_step(LOSSES[name], lr))
+            self.fn = wrap(adam_step(loss, lr))
             self.m = jax.tree_util.tree_map(jnp.zeros_like, self.P)
             self.v = jax.tree_util.tree_map(jnp.zeros_like, self.P)
         else:
-            self.fn = wrap(sgd_step(LOSSES[name], lr))
+            self.fn = wrap(sgd_step(loss, lr))
         if name == "cannon":
             self.batches = [jnp.asarray(b) for b in data["targets"]]
             self.test = jnp.asarray(data["test"])
+        elif name == "pendulum":
+            y0 = jnp.asarray(data["y0"])
+            self.data = [y0, pendulum_path(*map(jnp.float64, W.PENDULUM["true"]), y0, PENDULUM_TS)]
         else:
             self.data = [jnp.asarray(data[k]) for k in DATA[name]]
 
@@ -140,10 +184,10 @@ class Runner:
         if self.name == "taylor_sin":
             v, g = self.vg(self.x)
             return float(v), float(g)
-        if self.name == "cannon":
+        if self.name in ("cannon", "pendulum"):  # Adam
             self.i += 1
-            self.P, self.m, self.v, loss = self.fn(self.P, self.m, self.v, jnp.float64(self.i),
-                                                   self.batches[self.i - 1])
+            data = [self.batches[self.i - 1]] if self.name == "cannon" else self.data
+            self.P, self.m, self.v, loss = self.fn(self.P, self.m, self.v, jnp.float64(self.i), *data)
         else:
             self.P, loss = self.fn(self.P, *self.data)
         return float(loss)

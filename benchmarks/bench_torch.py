@@ -1,4 +1,4 @@
-"""PyTorch eager on the six workloads (float64, autograd, torch.optim.SGD / torch.optim.Adam defaults);
+"""PyTorch eager on the workloads (float64, autograd, torch.optim.SGD / torch.optim.Adam defaults);
 `lstm_nn` is the lstm workload through torch.nn.LSTM with the same weights (bias_hh frozen at 0)."""
 from __future__ import annotations
 
@@ -62,6 +62,24 @@ def ode_final(P, h):
     return h
 
 
+def pendulum_path(a, c, y0, ts):
+    """y at every ts: odeint's RK4 as DPL computes it (dpl/primitives.py `_fixed`), 10 steps per interval;
+    the first interval [ts[0], ts[0]] is empty, so y(ts[0]) = y0."""
+    def f(y):
+        return torch.stack([y[1], -a * torch.sin(y[0]) - c * y[1]])
+    ys, y = [y0], y0
+    for i in range(1, len(ts)):
+        h = (ts[i] - ts[i - 1]) / W.PENDULUM["steps"]
+        for _ in range(W.PENDULUM["steps"]):
+            k1 = f(y)
+            k2 = f(y + h * (0.5 * k1))
+            k3 = f(y + h * (0.5 * k2))
+            k4 = f(y + h * (1.0 * k3))
+            y = y + h * (1 / 6 * k1 + 1 / 3 * k2 + 1 / 3 * k3 + 1 / 6 * k4)
+        ys.append(y)
+    return torch.stack(ys)
+
+
 def taylor_s(x):
     tt, sign = torch.zeros((), dtype=torch.float64), -1.0
     for i in range(1, 20):
@@ -97,6 +115,10 @@ class Runner:
             plist = list(self.P.values())
         if name == "cannon":
             self.batches = list(self.D["targets"].unbind(0))
+        if name == "pendulum":
+            self.ts = data["ts"].tolist()
+            with torch.no_grad():
+                self.D["observed"] = pendulum_path(*map(t, W.PENDULUM["true"]), self.D["y0"], self.ts)
         _, opt, lr = W.SPEC["lstm" if name == "lstm_nn" else name]
         self.opt = torch.optim.Adam(plist, lr=lr) if opt == "adam" else torch.optim.SGD(plist, lr=lr)
 
@@ -116,6 +138,8 @@ class Runner:
             return torch.mean((memnet_pred(P, D["mem"], D["q"]) - D["y"]) ** 2)
         if name == "neural_ode":
             return torch.mean(torch.sum((ode_final(P, D["h0"]) - D["target"]) ** 2, dim=1))
+        if name == "pendulum":
+            return torch.mean((pendulum_path(P["a"], P["c"], D["y0"], self.ts) - D["observed"]) ** 2)
         raise KeyError(name)
 
     def step(self):

@@ -1,5 +1,6 @@
-"""The six workloads of shared/benchmarks/WORKLOADS.md as data: sizes, step counts, optimizers, and the
-parameters and data drawn from np.random.default_rng(0) in the order listed there (parameters first).
+"""The six workloads of shared/benchmarks/WORKLOADS.md, and issue 9's `pendulum`, as data: sizes, step counts,
+optimizers, and the parameters and data drawn from np.random.default_rng(0) in the order listed there
+(parameters first; pendulum draws nothing: its observations come from an ODE solve each peer does itself).
 
 Every peer implementation (torch, jax, numpy) starts from `draw(name, steps)`; the DPL programs in
 benchmarks/programs/ draw the same arrays themselves and bench_dpl.py checks that they agree bit for bit.
@@ -18,8 +19,10 @@ SPEC = {
     "taylor_sin": (2000, None, None),
     "memnet": (500, "sgd", 0.01),
     "neural_ode": (40, "sgd", 0.1),
+    "pendulum": (30, "adam", 0.05),
 }
-QUICK_STEPS = {"cannon": 200, "lstm": 5, "selfattn": 20, "taylor_sin": 200, "memnet": 50, "neural_ode": 3}
+QUICK_STEPS = {"cannon": 200, "lstm": 5, "selfattn": 20, "taylor_sin": 200, "memnet": 50, "neural_ode": 3,
+               "pendulum": 5}
 NAMES = list(SPEC)
 
 # parameter names in draw order (biases included where they sit; they draw nothing)
@@ -30,7 +33,11 @@ PARAMS = {
     "taylor_sin": [],
     "memnet": ["A", "B", "C", "W"],
     "neural_ode": ["W1", "b1", "W2", "b2"],
+    "pendulum": ["a", "c"],
 }
+
+# pendulum: y'' = -a sin(y) - c y', fitted to observations at ts from the true (a, c) by RK4, 10 steps per interval
+PENDULUM = {"true": (9.81, 0.3), "steps": 10}
 
 
 def glorot(rng, n_in, n_out):
@@ -68,6 +75,9 @@ def draw(name: str, steps: int | None = None) -> tuple[dict, dict]:
         h0 = rng.standard_normal((64, 2))
         c, s = math.cos(1.0), math.sin(1.0)
         d = {"h0": h0, "target": h0 @ np.array([[c, s], [-s, c]])}
+    elif name == "pendulum":
+        p = {"a": np.asarray(5.0), "c": np.asarray(0.1)}
+        d = {"y0": np.array([1.0, 0.0]), "ts": np.linspace(0.0, 4.0, 21)}
     else:
         raise KeyError(name)
     return p, d
