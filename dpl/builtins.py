@@ -524,19 +524,28 @@ def load(interp, span, file, key=None):
         raise DplError(f"`load`: the key of an array in an .npz file is a string, got {describe_type(key)}")
     if suffix == ".npz" and key is None:
         raise DplError(f"`load` of an .npz file needs the array's key: load(\"{file}\", \"name\")")
+    from .checkpoint import digest
     try:
+        interp.data_files[path.resolve()] = digest(path)  # in a checkpoint's identity: a changed file stops --resume
         if suffix == ".csv":
             data = _load_csv(path)
         else:
             _check_magic(path, suffix)
+            from .paramfile import read_npy, read_npz
             if suffix == ".npy":
-                data = np.load(path, allow_pickle=False)
+                with open(path, "rb") as f:
+                    data = read_npy(f, f"`load` of {path}")
             else:
-                with np.load(path, allow_pickle=False) as z:
-                    if key not in z.files:
-                        raise DplError(f"`load`: {path} has no array `{key}`; it has "
-                                       f"{', '.join(f'`{k}`' for k in z.files) or 'none'}")
-                    data = z[key]
+                try:
+                    found = read_npz(path, "file", keys=[key])
+                except DplError as e:
+                    raise DplError(f"`load`: {e.message}") from None
+                if key not in found:
+                    with zipfile.ZipFile(path) as z:
+                        names = [n.removesuffix(".npy") for n in z.namelist()]
+                    raise DplError(f"`load`: {path} has no array `{key}`; it has "
+                                   f"{', '.join(f'`{k}`' for k in names) or 'none'}")
+                data = found[key]
     except _FILE_ERRORS as e:
         raise DplError(f"`load`: cannot read {path}: {e or type(e).__name__}") from None
     if data.dtype.kind not in "biuf":

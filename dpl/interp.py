@@ -166,6 +166,7 @@ class Interpreter:
         self.param_boxes: dict[str, Box] = {}
         self.trainer = trainer
         self.loaded_files: set[Path] = set()
+        self.data_files: dict[Path, str] = {}  # files read by load(), with the sha256 of what was read
         self.loading: list[Path] = []
         self.depth, self.max_depth = 0, max_depth
         self.steps, self.max_steps = 0, limits.max_steps if max_steps is None else max_steps  # loop iterations

@@ -6,7 +6,6 @@ highlighting, completion) and `run_piped` reads a non-terminal stdin line by lin
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -259,6 +258,9 @@ class Session:
         if not arg or not m:
             raise DplError("usage: :graph EXPR [-o FILE]")
         expr, dest = self._parse_expr(m.group(1)), m.group(2)
+        if dest:
+            from .viz import check_graph_output
+            check_graph_output(dest)  # a bad name or place is said before recording, and no empty file is left
         trace = Trace()
         with _Recording(self.interp, trace) as rec:
             out = self.interp.eval(expr, rec.frame())
@@ -309,15 +311,8 @@ class Session:
 
 
 def write_graph(g: Graph, path: Path, n_variables: int) -> None:
-    """Any format dpl.viz writes (from the extension); without dpl.viz, networkx node-link JSON."""
-    try:
-        from .viz import Recording, write_graph as viz_write_graph
-    except ImportError:
-        if path.suffix.lower() != ".json":
-            raise DplError(f"-o writes .json files here, not `{path.suffix or path.name}`") from None
-        import networkx as nx
-        path.write_text(json.dumps(nx.node_link_data(g.to_networkx()), indent=1))
-        return
+    """Any format dpl.viz writes (from the extension), written atomically."""
+    from .viz import Recording, write_graph as viz_write_graph
     # no DPL call owns the nodes; the variables (numbered first) are drawn as arguments, the rest as parameters
     viz_write_graph(Recording(g, {}, {node.id: 0 for node in g.nodes}, n_variables), str(path))
 

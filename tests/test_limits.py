@@ -423,11 +423,10 @@ def test_load_numpy_problems():
         'load("empty.npy")': "`load`: empty.npy is not a NumPy .npy file (it is empty)",
         'load("fake.npz", "w")': "`load`: fake.npz is not a NumPy .npz file (a zip archive of .npy files)",
         'load("broken.npz", "w")': "`load`: cannot read broken.npz: File is not a zip file",
-        'load("truncated.npy")': "`load`: cannot read truncated.npy: Failed to read all data for array. Expected "
-                                 "(3,) = 3 elements, could only read 2 elements. (file seems not fully written?)",
+        'load("truncated.npy")': "`load`: cannot read truncated.npy: it is truncated (16 of 24 bytes)",
         'load("strings.npy")': "`load`: strings.npy holds <U1 values; DPL loads numbers and booleans",
-        'load("objects.npy")': "`load`: cannot read objects.npy: Object arrays cannot be loaded when "
-                               "allow_pickle=False",
+        'load("objects.npy")': "`load`: cannot read objects.npy: it holds Python objects (pickled), which DPL "
+                               "does not read",
         'load("a.txt")': "`load` reads .csv, .npy and .npz files, not `.txt`",
         'load(3)': "`load` takes a file name string, got an integer scalar",
     }
