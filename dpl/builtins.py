@@ -537,7 +537,7 @@ def load(interp, span, file, key=None):
                     data = read_npy(f, f"`load` of {path}")
             else:
                 try:
-                    found = read_npz(path, "file", keys=[key])
+                    found = read_npz(path, "", keys=[key])
                 except DplError as e:
                     raise DplError(f"`load`: {e.message}") from None
                 if key not in found:

@@ -104,6 +104,7 @@ def read_npz(path, what: str = "params file", keys=None) -> dict:
     """The arrays of an .npz (all of them, or those named in `keys`), read without pickle: every member must
     be a .npy whose header is checked against --max-elements before anything is decompressed."""
     path = Path(path)
+    label = f"{what} {path}" if what else str(path)
     if not path.is_file():
         raise DplError(f"no such {what}: {path}")
     try:
@@ -115,16 +116,16 @@ def read_npz(path, what: str = "params file", keys=None) -> dict:
                     continue
                 name = members[key]
                 if not name.endswith(".npy"):
-                    raise DplError(f"cannot read {what} {path}: its member `{name}` is not a .npy array")
+                    raise DplError(f"cannot read {label}: its member `{name}` is not a .npy array")
                 with z.open(name) as f:
-                    out[key] = read_npy(f, f"{what} {path}, member `{name}`")
+                    out[key] = read_npy(f, f"{label}, member `{name}`")
             return out
     except DplError:
         raise
     except Exception as e:  # not a zip, a truncated member, a bad header: a damaged file, not a bug in DPL
         if isinstance(e, zipfile.BadZipFile) and _npy_magic(path):
             e = "a single .npy array, not an .npz archive"
-        raise DplError(f"cannot read {what} {path}: {e or type(e).__name__}") from None
+        raise DplError(f"cannot read {label}: {e or type(e).__name__}") from None
 
 
 def read_npy(f, what: str) -> np.ndarray:
