@@ -536,9 +536,10 @@ def train_command(args, path: Path) -> int:
     --checkpoint-every and on SIGINT/SIGTERM (exit 130/143), continue from one with --resume."""
     from . import checkpoint
     from .interp import Interpreter
-    from .paramfile import load_params, save_params
+    from .paramfile import load_params, prepare_output, save_params
 
     out = Path(args.out) if args.out else path.with_name(path.stem + ".params.npz")
+    prepare_output(out, "--out")  # first: `--out .` has no name to derive the checkpoint's from
     ckpt = Path(args.checkpoint) if args.checkpoint else out.with_suffix(".ckpt.npz")
     resume_path = (Path(args.resume) if args.resume else ckpt) if args.resume is not None else None
     check_files(args, path, out, ckpt, resume_path)
@@ -591,7 +592,7 @@ def check_files(args, path, out, ckpt, resume_path) -> None:
                        ("--resume", None if same_as_ckpt else resume_path, True),  # removed when the run ends
                        (out_flag, out, True), (ckpt_flag, ckpt, True), ("--metrics", args.metrics, True),
                        ("--plot", args.plot, True)])
-    for flag, target in (("--out", out), ("--checkpoint", ckpt), ("--metrics", args.metrics),
+    for flag, target in (("--checkpoint", ckpt), ("--metrics", args.metrics),
                          ("--plot", args.plot)):
         if target is not None:
             prepare_output(target, flag)

@@ -1,0 +1,153 @@
+"""Nothing lost, nothing cryptic (issue 8): files that collide or cannot be written are refused before anything
+runs, outputs are written atomically (through symbolic links), user input never ends in an internal error,
+and the limits on steps, nodes and elements hold."""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpl import limits, paramfile
+from dpl.cli import main as cli_main
+
+PROG = """\
+param w: [2] ~ zeros
+X = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+Y = [1.0, 2.0, 3.0]
+fn loss(x, y) = mean((x @ w - y) ^ 2)
+train loss over X, Y {
+    optimizer = sgd(lr = 0.1)
+    epochs = 3
+}
+print("done")
+"""
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("prog.dpl").write_text(PROG)
+    limits.configure()
+    yield
+    limits.configure()
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    code = cli_main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train(capsys, *argv):
+    return cli(capsys, "train", "prog.dpl", "--quiet", *argv)
+
+
+def npz(path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+# ---- colliding files -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, first, second", [
+    (["--out", "p.npz", "--checkpoint", "p.npz"], "--out", "--checkpoint"),
+    (["--out", "p.npz", "--metrics", "./p.npz"], "--out", "--metrics"),
+    (["--out", "p.npz", "--plot", "sub/../p.npz"], "--out", "--plot"),
+    (["--out", "prog.dpl"], "the program", "--out"),
+    (["--metrics", "m.json", "--plot", "m.json"], "--metrics", "--plot"),
+])
+def test_two_outputs_naming_one_file_are_refused_before_training(argv, first, second, capsys):
+    Path("sub").mkdir()
+    code, out, err = train(capsys, *argv)
+    assert code == 1 and out == ""
+    assert err.startswith(f"dpl: error: {first}") and f"and {second} name the same file" in err
+    assert "trained" not in err
+    assert Path("prog.dpl").read_text() == PROG and not Path("p.npz").exists()
+
+
+def test_checkpoint_equal_to_params_leaves_the_input_alone(capsys):
+    np.savez("start.npz", w=np.array([5.0, 6.0]))
+    before = Path("start.npz").read_bytes()
+    code, _, err = train(capsys, "--params", "start.npz", "--checkpoint", "start.npz")
+    assert code == 1 and "--params and --checkpoint name the same file" in err
+    assert Path("start.npz").read_bytes() == before
+
+
+def test_default_checkpoint_equal_to_params_is_named_as_the_default(capsys):
+    np.savez("prog.params.ckpt.npz", w=np.array([5.0, 6.0]))
+    code, _, err = train(capsys, "--params", "prog.params.ckpt.npz")
+    assert code == 1
+    assert "--params and the checkpoint prog.params.ckpt.npz (the default of --checkpoint) name the same file" in err
+
+
+def test_files_compared_after_symlinks(capsys):
+    os.symlink("real.npz", "link.npz")
+    code, _, err = train(capsys, "--out", "link.npz", "--metrics", "real.npz")
+    assert code == 1 and "--out and --metrics name the same file" in err
+    assert os.path.islink("link.npz") and not Path("real.npz").exists()
+
+
+def test_resuming_from_its_own_checkpoint_is_no_collision(capsys):
+    code, _, err = train(capsys, "--out", "p.npz", "--checkpoint", "c.npz", "--resume", "c.npz")
+    assert code == 1 and "no such checkpoint: c.npz" in err  # got past the check of the files
+
+
+# ---- outputs that cannot be written -----------------------------------------------------------------------
+
+def test_symlinked_out_writes_through_to_its_target(capsys):
+    Path("store").mkdir()
+    os.symlink("store/params.npz", "p.npz")
+    code, _, err = train(capsys, "--out", "p.npz")
+    assert code == 0, err
+    assert os.path.islink("p.npz") and os.readlink("p.npz") == "store/params.npz"
+    assert set(npz("store/params.npz")) == {"w"} and sorted(os.listdir("store")) == ["params.npz"]
+
+
+@pytest.mark.parametrize("out, message", [
+    (".", "cannot write --out .: it is a directory; name a file"),
+    ("nowhere/p.npz", "cannot write --out nowhere/p.npz: the directory"),
+])
+def test_unwritable_out_is_found_before_training(out, message, capsys):
+    code, stdout, err = train(capsys, "--out", out)
+    assert code == 1 and message in err and "done" not in stdout and "trained" not in err
+
+
+def test_read_only_directory_is_found_before_training(capsys, monkeypatch):
+    def refuse(*a, **kw):  # as a read-only mount does (root can write into a chmod 555 directory)
+        raise PermissionError(13, "Read-only file system")
+    monkeypatch.setattr(paramfile.tempfile, "mkstemp", refuse)
+    code, stdout, err = train(capsys, "--out", "p.npz")
+    assert code == 1 and "cannot write --out p.npz: Read-only file system" in err and "done" not in stdout
+
+
+def test_temporary_files_of_a_killed_write_are_removed_by_the_next_run(capsys):
+    Path(".p.npz.ab3_k9zq.tmp").write_bytes(b"half a file")
+    Path(".p.npz.ab3_k9zq.tmp.keep").write_bytes(b"not ours")
+    Path(".q.npz.ab3_k9zq.tmp").write_bytes(b"another path's")
+    code, _, err = train(capsys, "--out", "p.npz")
+    assert code == 0, err
+    assert sorted(p.name for p in Path(".").iterdir() if p.name.startswith(".")) == [
+        ".p.npz.ab3_k9zq.tmp.keep", ".q.npz.ab3_k9zq.tmp"]
+
+
+def test_plot_with_unknown_extension_is_found_before_training(capsys):
+    code, stdout, err = train(capsys, "--out", "p.npz", "--plot", "curve.bmp")
+    assert code == 1 and "`--plot curve.bmp`: the image format comes from the extension" in err
+    assert "done" not in stdout and not Path("p.npz").exists()
+
+
+def test_plot_is_written_atomically(capsys, monkeypatch):
+    fsync = os.fsync
+
+    def full(fd):  # the disk fills up while the plot is written (the parameters are saved before it)
+        if ".curve.png." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(28, "No space left on device")
+        fsync(fd)
+    monkeypatch.setattr(paramfile.os, "fsync", full)
+    code, _, err = train(capsys, "--out", "p.npz", "--plot", "curve.png")
+    assert code == 1 and "cannot write" in err and "curve.png: No space left on device" in err
+    assert set(npz("p.npz")) == {"w"} and not Path("curve.png").exists() and not [p for p in os.listdir() if p.endswith(".tmp")]
