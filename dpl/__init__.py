@@ -6,14 +6,26 @@
 """
 from __future__ import annotations
 
-import io
+import os
 import sys
-from pathlib import Path
 
-import numpy as np
+if sys.argv and os.path.basename(sys.argv[0]) in ("dpl", "dpl.exe"):  # the `dpl` command is starting
+    def _quiet_interrupt(kind, value, tb, default=sys.excepthook):
+        """Ctrl-C before cli.main catches it (while numpy and the rest are imported): no traceback."""
+        if not issubclass(kind, KeyboardInterrupt):
+            return default(kind, value, tb)
+        sys.stderr.write("dpl: interrupted\n")
+        sys.stderr.flush()
+        os._exit(130)
+    sys.excepthook = _quiet_interrupt
 
-from .errors import DplError, Span
-from .graph import Graph, Trace, raw
+import io  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from .errors import DplError, Span  # noqa: E402
+from .graph import Graph, Trace, raw  # noqa: E402
 
 __all__ = ["load", "loads", "Program", "DplError", "Span", "Graph"]
 __version__ = "0.1.0"

@@ -704,8 +704,18 @@ def sgd(lr, momentum=0.0):
 
 @builtin()
 def adam(lr=0.001, betas=None, eps=1e-8):
-    b = (0.9, 0.999) if betas is None else tuple(float(x) for x in B.to_host(raw(betas)))
+    b = (0.9, 0.999) if betas is None else _betas(betas)
     return OptimizerSpec("adam", lr=_hyper(lr, "lr"), betas=b, eps=_hyper(eps, "eps"))
+
+
+def _betas(v) -> tuple:
+    r = raw(v)
+    if not is_tensor(r) or np.shape(r) != (2,) or kind(r) not in ("i", "u", "f"):
+        raise DplError(f"`betas` must be two numbers, as [0.9, 0.999], got {describe_type(v)}")
+    b = tuple(float(x) for x in B.to_host(r))
+    if not all(0 <= x < 1 for x in b):
+        raise DplError(f"`betas` must each lie in [0, 1), got {list(b)}")
+    return b
 
 
 @builtin()

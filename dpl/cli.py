@@ -125,9 +125,11 @@ def _dispatch(args) -> int:
     from . import backend
     from .check import check_file
     from .errors import DplError
-    from .limits import configure
+    from .limits import configure, seed_value
 
     configure(getattr(args, "max_steps", None), getattr(args, "max_elements", None))  # defaults unless given
+    if hasattr(args, "seed"):
+        seed_value(args.seed)
     if args.command == "repl":
         from .repl import main as repl_main
         return repl_main(args)

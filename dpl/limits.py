@@ -44,6 +44,13 @@ def configure(max_steps: int | None = None, max_elements: int | None = None) -> 
     globals()["max_elements"] = DEFAULT_MAX_ELEMENTS if max_elements is None else max_elements
 
 
+def seed_value(seed: int, what: str = "--seed") -> int:
+    """A seed NumPy's generators take: a non-negative integer."""
+    if seed < 0:
+        raise DplError(f"{what} must be a non-negative integer, got {seed}")
+    return seed
+
+
 def check_elements(shape, what: str) -> None:
     """Refuse a tensor of `shape` with more than `max_elements` elements, before it is allocated."""
     shape = [int(d) for d in shape]

@@ -17,6 +17,7 @@ from . import ast as A
 from . import backend as B
 from .autodiff import backward
 from .builtins import OptimizerSpec, adam, integer
+from .limits import seed_value
 from .errors import DplError
 from .gradcheck import NonFiniteError
 from .graph import Box, Trace, raw
@@ -319,7 +320,7 @@ class Trainer:
             raise DplError(f"`epochs` cannot be negative, got {epochs}",
                            settings["epochs"][1] if "epochs" in settings else stmt.span)
         shuffle = setting("shuffle", True, lambda v: _flag(v, "shuffle"))
-        seed = setting("seed", interp.seed, lambda v: integer(v, "seed"))
+        seed = setting("seed", interp.seed, lambda v: seed_value(integer(v, "`seed`"), "`seed`"))
         loss_fn = interp.eval(A.Name(stmt.loss, stmt.span), frame)
 
         data = []

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -151,3 +155,36 @@ def test_plot_is_written_atomically(capsys, monkeypatch):
     code, _, err = train(capsys, "--out", "p.npz", "--plot", "curve.png")
     assert code == 1 and "cannot write" in err and "curve.png: No space left on device" in err
     assert set(npz("p.npz")) == {"w"} and not Path("curve.png").exists() and not [p for p in os.listdir() if p.endswith(".tmp")]
+
+
+# ---- Ctrl-C while dpl starts -------------------------------------------------------------------------------
+
+DPL_SCRIPT = Path(sys.executable).with_name("dpl")
+
+
+@pytest.mark.skipif(not DPL_SCRIPT.is_file(), reason="the `dpl` console script is not installed beside python")
+def test_ctrl_c_while_importing_prints_no_traceback():
+    """A KeyboardInterrupt raised in the middle of `import numpy` under the console script."""
+    code = (f"import sys\nsys.argv = [{str(DPL_SCRIPT)!r}, 'run', 'prog.dpl']\n"
+            "class Boom:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'numpy':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Boom())\n"
+            f"exec(compile(open({str(DPL_SCRIPT)!r}).read(), 'dpl', 'exec'))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr, r.stdout) == (130, "dpl: interrupted\n", "")
+
+
+@pytest.mark.skipif(not DPL_SCRIPT.is_file(), reason="the `dpl` console script is not installed beside python")
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.5])
+def test_ctrl_c_early_prints_no_traceback(delay):
+    p = subprocess.Popen([str(DPL_SCRIPT), "run", "prog.dpl"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    if "init_import_site" in err:  # Python itself was still starting (importing `site`), before any of dpl
+        return
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert p.returncode in (0, 130, -signal.SIGINT), err  # done, caught, or before Python's handler existed
