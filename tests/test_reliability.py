@@ -192,3 +192,113 @@ def test_ctrl_c_early_prints_no_traceback(delay):
         return  # Python itself was still starting (site, the standard library): before the first line of dpl
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert p.returncode in (0, 130, -signal.SIGINT), err  # done, caught, or before Python's handler existed
+
+
+# ---- user input that used to be an internal error ----------------------------------------------------------
+
+def npz_with_text_member(path, **arrays):
+    """An .npz whose member `notes.txt` is not a .npy array (np.load would hand its bytes back)."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes.txt", b"hello")
+        for name, a in arrays.items():
+            with z.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array(f, a)
+
+
+def test_npz_member_that_is_not_npy(capsys):
+    npz_with_text_member("p.npz", w=np.zeros(2))
+    code, _, err = cli(capsys, "run", "prog.dpl", "--params", "p.npz")
+    assert (code, err) == (1, "dpl: error: cannot read params file p.npz: its member `notes.txt` is not a .npy "
+                              "array\n")
+    Path("load.dpl").write_text('x = load("p.npz", "notes.txt")\n')
+    code, _, err = cli(capsys, "run", "load.dpl")
+    assert code == 1 and err.startswith("load.dpl:1:5: `load`: cannot read p.npz: its member `notes.txt` is not "
+                                        "a .npy array")
+    npz_with_text_member("c.npz", __checkpoint__=np.zeros(2, np.uint8))
+    code, _, err = train(capsys, "--out", "o.npz", "--checkpoint", "c.npz", "--resume")
+    assert (code, err) == (1, "dpl: error: cannot read checkpoint c.npz: its member `notes.txt` is not a .npy "
+                              "array\n")
+
+
+def test_npz_header_is_checked_before_decompressing(capsys):
+    """A zip bomb: a small file whose member claims (and holds) 10**7 zeros, compressed to a few kB."""
+    with zipfile.ZipFile("bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("w.npy", "w") as f:
+            np.lib.format.write_array(f, np.zeros(10 ** 7))
+    assert Path("bomb.npz").stat().st_size < 200_000
+    code, _, err = cli(capsys, "run", "prog.dpl", "--params", "bomb.npz", "--max-elements", "1000")
+    limit = ("a tensor of shape [10000000] would have 10000000 elements, more than the limit of 1000; raise "
+             "--max-elements if that is intended")
+    assert (code, err) == (1, f"dpl: error: cannot read params file bomb.npz, member `w.npy`: {limit}\n")
+    Path("load.dpl").write_text('x = load("bomb.npz", "w")\n')
+    code, _, err = cli(capsys, "run", "load.dpl", "--max-elements", "1000")
+    assert code == 1 and err.startswith(f"load.dpl:1:5: `load`: cannot read bomb.npz, member `w.npy`: {limit}\n")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "prog.dpl", "--seed", "-1"], "dpl: error: --seed must be a non-negative integer, got -1\n"),
+    (["train", "prog.dpl", "--seed", "-3"], "dpl: error: --seed must be a non-negative integer, got -3\n"),
+])
+def test_negative_seed(argv, message, capsys):
+    assert cli(capsys, *argv)[::2] == (1, message)
+
+
+def test_negative_seed_in_a_train_block(capsys):
+    Path("prog.dpl").write_text(PROG.replace("epochs = 3", "epochs = 3\n    seed = -1"))
+    code, _, err = train(capsys, "--out", "p.npz")
+    assert code == 1 and err.startswith("prog.dpl:8:12: `seed` must be a non-negative integer, got -1")
+
+
+@pytest.mark.parametrize("betas, message", [
+    ("[0.9]", "`betas` must be two numbers, as [0.9, 0.999], got a float tensor of shape [1]"),
+    ('"ab"', "`betas` must be two numbers, as [0.9, 0.999], got a string"),
+    ("[0.9, 1.0]", "`betas` must each lie in [0, 1), got [0.9, 1.0]"),
+])
+def test_adam_betas(betas, message, capsys):
+    Path("adam.dpl").write_text(f"o = adam(betas = {betas})\n")
+    code, _, err = cli(capsys, "run", "adam.dpl")
+    assert code == 1 and err.startswith(f"adam.dpl:1:5: {message}")
+
+
+GRAPH = ["graph", "prog.dpl", "--fn", "loss", "--args", "[[1.0, 0.0]]", "[1.0]", "-o"]
+
+
+@pytest.mark.parametrize("argv", [GRAPH, ["attention", "prog.dpl", "--fn", "loss", "-o"]], ids=["graph", "attention"])
+@pytest.mark.parametrize("out, message", [
+    ("nowhere/g.png", "cannot write -o nowhere/g.png: the directory"),
+    ("g.bmp", "`-o g.bmp`: the"),
+    (".", "the"),
+])
+def test_inspection_outputs_that_cannot_be_written(argv, out, message, capsys):
+    code, _, err = cli(capsys, *argv, out)
+    assert code == 1 and message in err, err
+    assert sorted(os.listdir()) == ["prog.dpl"]
+
+
+def test_graph_output_on_a_read_only_or_full_disk(capsys, monkeypatch):
+    def read_only(*a, **kw):
+        raise PermissionError(13, "Read-only file system")
+    with monkeypatch.context() as m:
+        m.setattr(paramfile.tempfile, "mkstemp", read_only)
+        code, _, err = cli(capsys, *GRAPH, "g.json")
+    assert code == 1 and "cannot write -o g.json: Read-only file system" in err
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(paramfile.os, "fsync", full)
+    code, _, err = cli(capsys, *GRAPH, "g.json")
+    assert code == 1 and "cannot write" in err and "No space left on device" in err
+    assert sorted(os.listdir()) == ["prog.dpl"]  # no empty g.json
+
+
+def test_repl_graph_output_that_cannot_be_written():
+    from dpl.repl import Session
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    s = Session(out=out, err=err)
+    s.execute("param W: [2] ~ ones")
+    for dest, message in (("nowhere/g.json", "the directory"), ("g.bmp", "the output format comes from the "
+                                                                          "extension"), (".", "")):
+        s.execute(f":graph sum(W) -o {dest}")
+        assert message in err.getvalue() and "internal" not in err.getvalue()
+    assert sorted(os.listdir()) == ["prog.dpl"]
