@@ -285,12 +285,14 @@ def _joinable(xs, what):
 @builtin(takes_list=True)
 def concat(xs, axis=0):
     xs = _joinable(xs, "concat")
+    check_elements((sum(math.prod(np.shape(raw(x))) for x in xs),), "`concat`")  # what the result would hold
     return ops.concat(*xs, axis=integer(axis, "axis"))
 
 
 @builtin(takes_list=True)
 def stack(xs, axis=0):
     xs = _joinable(xs, "stack")
+    check_elements((len(xs),) + np.shape(raw(xs[0])), "`stack`")
     return ops.stack(*xs, axis=integer(axis, "axis"))
 
 

@@ -15,8 +15,11 @@ def _common(p):
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="float dtype of the run")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu runs on CuPy (pip install 'dpl[gpu]')")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
-    p.add_argument("--max-steps", type=int, metavar="N", help="most hard-loop iterations in total (default 10000000)")
+    p.add_argument("--max-steps", type=int, metavar="N",
+                   help="most loop iterations and function calls in total, per training step in a train block "
+                        "(default 10000000)")
     p.add_argument("--max-elements", type=int, metavar="N", help="most elements of one tensor (default 2**31)")
+    p.add_argument("--max-nodes", type=int, metavar="N", help="most nodes of one recorded graph (default 5000000)")
 
 
 def _inspection(sub):
@@ -105,6 +108,10 @@ def main(argv=None) -> int:
     except RecursionError:
         print("dpl: error: the program nests too deeply (recursion)", file=sys.stderr)
         return 1
+    except MemoryError:  # outside any DPL call (a backward pass): what it held is released by now
+        print("dpl: error: out of memory; --max-elements limits the size of one tensor, --max-nodes that of the "
+              "recorded graph", file=sys.stderr)
+        return 1
     except Exception as e:  # a bug in DPL, not in the program
         if getattr(args, "debug", False):
             raise
@@ -127,7 +134,8 @@ def _dispatch(args) -> int:
     from .errors import DplError
     from .limits import configure, seed_value
 
-    configure(getattr(args, "max_steps", None), getattr(args, "max_elements", None))  # defaults unless given
+    configure(getattr(args, "max_steps", None), getattr(args, "max_elements", None),
+              getattr(args, "max_nodes", None))  # defaults unless given
     if hasattr(args, "seed"):
         seed_value(args.seed)
     if args.command == "repl":

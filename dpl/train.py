@@ -370,6 +370,7 @@ class Trainer:
                 for k in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
                     idx = order[k * batch:(k + 1) * batch]
                     args = [v[B.xp.asarray(idx)] for v, _ in data]
+                    interp.steps = 0  # --max-steps bounds each training step, not the length of training
                     try:
                         loss, grads = loss_and_grads(interp, loss_fn, args, stmt.span)
                     except NonFiniteError as e:  # --detect-nan stopped inside the step: keep the last good step
@@ -693,7 +694,8 @@ def resume_command(args, ckpt: Path) -> str:
                                  ("--checkpoint", args.checkpoint, None),
                                  ("--checkpoint-every", args.checkpoint_every, None),
                                  ("--max-steps", getattr(args, "max_steps", None), None),
-                                 ("--max-elements", getattr(args, "max_elements", None), None)):
+                                 ("--max-elements", getattr(args, "max_elements", None), None),
+                                 ("--max-nodes", getattr(args, "max_nodes", None), None)):
         if value != default:
             parts += [flag, str(value)]
     for flag in ("partial", "quiet", "skip_nonfinite", "detect_nan", "debug"):

@@ -302,3 +302,90 @@ def test_repl_graph_output_that_cannot_be_written():
         s.execute(f":graph sum(W) -o {dest}")
         assert message in err.getvalue() and "internal" not in err.getvalue()
     assert sorted(os.listdir()) == ["prog.dpl"]
+
+
+# ---- limits that hold --------------------------------------------------------------------------------------
+
+FIB = "fn fib(n) {\n    if n < 2 { return n }\n    return fib(n - 1) + fib(n - 2)\n}\nprint(fib(35))\n"
+
+
+def test_exponential_recursion_is_bounded_by_max_steps(capsys):
+    Path("fib.dpl").write_text(FIB)
+    start = time.perf_counter()
+    code, out, err = cli(capsys, "run", "fib.dpl", "--max-steps", "20000")
+    assert code == 1 and time.perf_counter() - start < 10
+    assert err.startswith("fib.dpl:3:12: the call of `fib` took the program past 20000 steps (loop iterations and "
+                          "function calls; recursion that never ends, or grows exponentially?); raise --max-steps if "
+                          "that is intended\n")
+    Path("fib.dpl").write_text(FIB.replace("fib(35)", "fib(10)"))
+    assert cli(capsys, "run", "fib.dpl", "--max-steps", "177")[:2] == (0, "55\n")  # fib(10) makes 177 calls
+    assert cli(capsys, "run", "fib.dpl", "--max-steps", "176")[0] == 1
+
+
+def test_dopri5_steps_count():
+    from dpl.interp import Interpreter
+    Path("ode.dpl").write_text('fn f(t, y) = -y\ny = odeint(f, [1.0], 0.0, 10.0, method = "dopri5", rtol = 1e-8)\n')
+    interp = Interpreter(mode="run")
+    interp.run_file(Path("ode.dpl"))
+    assert interp.steps > 0 and interp.steps % 8 == 0  # each step: itself and its 7 calls of f
+
+
+def test_max_nodes(capsys):
+    Path("g.dpl").write_text("fn f(x) {\n    y = x\n    for i in range(1000) {\n        y = y * 1.001\n    }\n"
+                             "    return y\n}\nprint(grad(f)(1.0))\n")
+    code, _, err = cli(capsys, "run", "g.dpl", "--max-nodes", "500")
+    assert code == 1 and err.startswith("g.dpl:4:15: the recorded graph has grown past 500 nodes (a very long loop "
+                                        "or `odeint` inside `grad` or a loss, or `grad`s nested deeply?); raise "
+                                        "--max-nodes if that is intended\n")
+    code, out, _ = cli(capsys, "run", "g.dpl", "--max-nodes", "1001")
+    assert code == 0 and float(out) == pytest.approx(1.001 ** 1000)
+    assert limits.DEFAULT_MAX_NODES == 5_000_000
+    assert cli(capsys, "run", "g.dpl", "--max-nodes", "0")[::2] == (
+        1, "dpl: error: --max-nodes must be a positive integer, got 0\n")
+
+
+def test_memory_error_in_a_call_releases_what_it_held(monkeypatch):
+    import weakref
+    from dpl.errors import DplError
+    from dpl.interp import Interpreter
+    held = []
+    real = Interpreter.exec_block
+
+    def exec_block(self, body, frame):
+        if self.depth:  # inside the call of f
+            blob = np.ones(10 ** 6)  # a local of a frame in the traceback, as a recorded graph would be
+            held.append(weakref.ref(blob))
+            raise MemoryError("Unable to allocate 7.45 GiB for an array with shape (1000000000,)")
+        return real(self, body, frame)
+    monkeypatch.setattr(Interpreter, "exec_block", exec_block)
+    Path("m.dpl").write_text("fn f(x) {\n    return x\n}\nprint(f(1.0))\n")
+    with pytest.raises(DplError) as e:
+        Interpreter(mode="run").run_file(Path("m.dpl"))
+    assert e.value.format().splitlines()[0] == (
+        "m.dpl:4:7: out of memory (Unable to allocate 7.45 GiB for an array with shape (1000000000,)); "
+        "--max-elements limits the size of one tensor, --max-nodes that of the recorded graph")
+    assert held[0]() is None
+
+
+def test_memory_error_in_a_backward_pass_is_a_clear_error(capsys, monkeypatch):
+    import dpl.train
+
+    def backward(*a, **kw):
+        raise MemoryError()
+    monkeypatch.setattr(dpl.train, "backward", backward)
+    code, _, err = train(capsys, "--out", "p.npz")
+    assert code == 1 and err.startswith("prog.dpl:5:7: out of memory; --max-elements limits the size of one "
+                                        "tensor, --max-nodes that of the recorded graph\n")
+
+
+@pytest.mark.parametrize("call, what", [
+    ("concat([zeros([600]), zeros([600])])", "`concat`: a tensor of shape [1200]"),
+    ("stack([zeros([600]), zeros([600])])", "`stack`: a tensor of shape [2, 600]"),
+    ("odeint(f, zeros([400]), 0.0, 1.0, steps = 1, ts = linspace(0, 1, 4))",
+     "`odeint` over `ts`: a tensor of shape [4, 400]"),
+])
+def test_max_elements_covers_concat_stack_and_odeint_grids(call, what, capsys):
+    Path("e.dpl").write_text(f"fn f(t, y) = -y\nx = {call}\n")
+    code, _, err = cli(capsys, "run", "e.dpl", "--max-elements", "1000")
+    assert code == 1 and err.startswith(f"e.dpl:2:5: {what} would have")
+    assert cli(capsys, "run", "e.dpl", "--max-elements", "1600")[0] == 0
