@@ -389,3 +389,35 @@ def test_max_elements_covers_concat_stack_and_odeint_grids(call, what, capsys):
     code, _, err = cli(capsys, "run", "e.dpl", "--max-elements", "1000")
     assert code == 1 and err.startswith(f"e.dpl:2:5: {what} would have")
     assert cli(capsys, "run", "e.dpl", "--max-elements", "1600")[0] == 0
+
+
+# ---- resume: the data files are part of a checkpoint's identity -------------------------------------------
+
+def interrupt_at(monkeypatch, step: int) -> None:
+    """Ctrl-C as the run reaches the end of training step `step`."""
+    import dpl.train
+    real = dpl.train.Session.after_step
+
+    def after_step(self, interp, state):
+        if self.report.steps == step:
+            self.signal = signal.SIGINT
+        return real(self, interp, state)
+    monkeypatch.setattr(dpl.train.Session, "after_step", after_step)
+
+
+def test_resume_refuses_a_changed_data_file(capsys, monkeypatch):
+    Path("data.csv").write_text("1, 0, 1\n0, 1, 2\n1, 1, 3\n")
+    Path("prog.dpl").write_text(PROG.replace("X = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]\nY = [1.0, 2.0, 3.0]",
+                                             'D = load("data.csv")\nX = D[:, 0:2]\nY = D[:, 2]'))
+    with monkeypatch.context() as m:
+        interrupt_at(m, 2)
+        assert train(capsys, "--out", "p.npz")[0] == 130
+    meta = json.loads(bytes(npz("p.ckpt.npz")["__checkpoint__"]).decode())
+    assert str(Path("data.csv").resolve()) in meta["fingerprint"]["files"]
+    Path("data.csv").write_text("1, 0, 1\n0, 1, 2\n1, 1, 4\n")
+    code, _, err = train(capsys, "--out", "p.npz", "--resume")
+    assert (code, err) == (1, f"dpl: error: cannot resume from p.ckpt.npz: {Path('data.csv').resolve()} has "
+                              f"changed since (run without --resume to start again)\n")
+    Path("data.csv").write_text("1, 0, 1\n0, 1, 2\n1, 1, 3\n")  # as it was: the run goes on
+    code, _, err = train(capsys, "--out", "p.npz", "--resume")
+    assert code == 0, err
