@@ -98,9 +98,14 @@ def _interpreter(seed, dtype, stdout, params=None):
 
 
 def load(path, seed: int = 0, dtype: str = "float64", stdout=None, params=None) -> Program:
-    """Load and run a program's top level like `dpl run` (train blocks skipped)."""
+    """Load and run a program's top level like `dpl run` (train blocks skipped). `params`: a dict of arrays
+    (names it lacks keep their initializers), or the path of a params file, which must match as `--params`."""
+    if isinstance(params, (str, os.PathLike)):
+        from .paramfile import load_params
+        params = load_params(params)
     interp = _interpreter(seed, dtype, stdout or sys.stdout, params)
     interp.run_file(Path(path))
+    interp.loaded_params.check()
     return Program(interp)
 
 

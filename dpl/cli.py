@@ -49,7 +49,9 @@ def _inspection(sub):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     ap = argparse.ArgumentParser(prog="dpl", description="DPL: a small language for differentiable programs")
+    ap.add_argument("--version", action="version", version=f"dpl {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a program's top-level statements (train blocks are skipped)")
     _common(run)
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _inspection(sub)
     repl = sub.add_parser("repl", help="an interactive session (loads FILE first when given)")
     repl.add_argument("file", nargs="?", help="a .dpl program to load first (train blocks skipped)")
+    repl.add_argument("--params", help="load parameters (.npz) first; FILE's declarations take them")
     repl.add_argument("--seed", type=int, default=0, help="seed of uniform/normal and initializers (default 0)")
     repl.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="float dtype of the session")
     repl.add_argument("--debug", action="store_true", help="show Python tracebacks")

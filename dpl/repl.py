@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ast as A
+from . import backend as B
 from . import graph
 from .errors import DplError
 from .graph import Box, Graph, Trace, raw
@@ -28,7 +29,8 @@ Statements run as typed; an expression prints its value. Blocks { ... } continue
   :help               this text
   :load FILE          run FILE's top level here (train blocks skipped)
   :reset              forget every definition, variable and parameter
-  :params             the parameters: name, shape, norm
+  :params [FILE]      the parameters: name, shape, norm; with FILE (.npz) load their values from it
+                      (those not yet declared are taken by their `param` declaration)
   :grad EXPR wrt NAME gradient of a scalar EXPR w.r.t. a parameter or a variable
   :graph EXPR [-o F]  the graph EXPR records (inputs: the float variables and parameters it reads);
                       -o F writes it (.dot, .json, .html, .svg ...)
@@ -197,6 +199,8 @@ class Session:
     def cmd_params(self, arg):
         from rich.console import Console
         from rich.table import Table
+        if arg:
+            return self.load_params(arg)
         if not self.interp.params:
             print("no parameters", file=self.out)
             return
@@ -204,6 +208,24 @@ class Session:
         for name, value in self.interp.params.items():
             table.add_row(name, str(list(np.shape(value))), f"{float(np.linalg.norm(np.asarray(value))):.6g}")
         Console(file=self.out, highlight=False).print(table)
+
+    def load_params(self, path: str) -> None:
+        """Set the declared parameters the file names to its values (every shape must match, else nothing is
+        set); keep the others for the `param` declarations still to come."""
+        from .paramfile import load_params
+        arrays = load_params(path)
+        params = self.interp.params
+        for name, a in arrays.items():
+            if name in params and np.shape(a) != np.shape(params[name]):
+                raise DplError(f"parameter `{name}` is {list(np.shape(params[name]))} but {path} has "
+                               f"{list(np.shape(a))}; nothing was loaded")
+        now = {n: a for n, a in arrays.items() if n in params}
+        for name, a in now.items():
+            params[name] = B.xp.asarray(a.astype(B.float_dtype) if a.dtype.kind == "f" else a)
+        later = {n: a for n, a in arrays.items() if n not in params}
+        self.interp.loaded_params.update(later)
+        more = f"; {len(later)} more kept for their `param` declarations" if later else ""
+        print(f"loaded {len(now)} parameter{'s' * (len(now) != 1)} from {path}{more}", file=self.out)
 
     def cmd_type(self, arg):
         v = self._eval(arg)
@@ -384,8 +406,10 @@ def interact(session: Session, prompt=None) -> int:
 
 
 def main(args) -> int:
-    """`dpl repl [FILE] [--seed N] [--dtype ...] [--debug]`."""
+    """`dpl repl [FILE] [--params P] [--seed N] [--dtype ...] [--debug]`."""
     session = Session(seed=args.seed, dtype=args.dtype, debug=args.debug)
+    if args.params:
+        session.load_params(args.params)  # before FILE, whose declarations take them
     if args.file:
         session.execute(f":load {args.file}")
     if not sys.stdin.isatty():

@@ -3,6 +3,7 @@ runs, outputs are written atomically (through symbolic links), user input never 
 and the limits on steps, nodes and elements hold."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -421,3 +422,49 @@ def test_resume_refuses_a_changed_data_file(capsys, monkeypatch):
     Path("data.csv").write_text("1, 0, 1\n0, 1, 2\n1, 1, 3\n")  # as it was: the run goes on
     code, _, err = train(capsys, "--out", "p.npz", "--resume")
     assert code == 0, err
+
+
+# ---- daily use -----------------------------------------------------------------------------------------------
+
+def test_version(capsys):
+    import dpl
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"dpl {dpl.__version__}\n"
+
+
+def test_repl_loads_params(capsys):
+    from dpl.repl import Session
+    np.savez("w.npz", w=np.array([3.0, 4.0]), v=np.array([1.0]))
+    np.savez("bad.npz", w=np.array([3.0]))
+    out, err = io.StringIO(), io.StringIO()
+    s = Session(out=out, err=err)
+    s.execute("param w: [2] ~ zeros")
+    s.execute(":params bad.npz")
+    assert "parameter `w` is [2] but bad.npz has [1]; nothing was loaded" in err.getvalue()
+    s.execute(":params w.npz")
+    assert out.getvalue() == "loaded 1 parameter from w.npz; 1 more kept for their `param` declarations\n"
+    s.execute("param v: [1] ~ zeros")
+    out.truncate(0)
+    out.seek(0)
+    s.execute("print(w, v)")
+    assert out.getvalue() == "[3.0, 4.0] [1.0]\n"
+
+
+def test_repl_params_flag():
+    np.savez("w.npz", w=np.array([3.0, 4.0]))
+    Path("r.dpl").write_text("param w: [2] ~ zeros\n")
+    r = subprocess.run([sys.executable, "-m", "dpl.cli", "repl", "r.dpl", "--params", "w.npz"], input="print(w)\n",
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "loaded 0 parameters from w.npz; 1 more kept for their `param` "
+                                           "declarations\n[3.0, 4.0]\n"), r.stderr
+
+
+def test_api_load_takes_a_params_path():
+    import dpl
+    np.savez("w.npz", w=np.array([3.0, 4.0]))
+    np.savez("bad.npz", v=np.array([3.0]))
+    assert dpl.load("prog.dpl", params="w.npz", stdout=io.StringIO()).params["w"].tolist() == [3.0, 4.0]
+    assert dpl.load("prog.dpl", params=Path("w.npz"), stdout=io.StringIO()).params["w"].tolist() == [3.0, 4.0]
+    with pytest.raises(dpl.DplError, match="missing: `w` is declared but not in the file"):
+        dpl.load("prog.dpl", params="bad.npz", stdout=io.StringIO())
