@@ -2,6 +2,7 @@
 against the parameters the program declares."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -28,18 +29,18 @@ def write_atomic(path, content) -> None:
     """Write bytes (or call content(file)) to a temporary file beside `path`, fsync, then rename:
     the old file survives any failure, and a failure to write (a full disk) is a DplError. A symbolic link
     is written through: the file it names is replaced, the link stays."""
-    path = Path(os.path.realpath(path))
+    target = Path(os.path.realpath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     except OSError as e:
         raise DplError(f"cannot write {path}: {e.strerror}") from None
     try:
-        os.chmod(tmp, _mode_for(path))
+        os.chmod(tmp, _mode_for(target))
         with os.fdopen(fd, "wb") as f:
             content(f) if callable(content) else f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as e:
         try:
             os.unlink(tmp)
@@ -142,12 +143,11 @@ def read_npy(f, what: str) -> np.ndarray:
     if dtype.hasobject:
         raise ValueError("it holds Python objects (pickled), which DPL does not read")
     check_elements(shape, f"cannot read {what}")
-    order = "F" if fortran else "C"
-    count = int(np.prod(shape, dtype=np.int64))
-    data = f.read(count * dtype.itemsize)
-    if len(data) != count * dtype.itemsize:
-        raise ValueError(f"it is truncated ({len(data)} of {count * dtype.itemsize} bytes)")
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order).copy()
+    size = math.prod(shape) * dtype.itemsize
+    data = f.read(size)
+    if len(data) != size:
+        raise ValueError(f"it is truncated ({len(data)} of {size} bytes)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()  # writable
 
 
 def _npy_magic(path: Path) -> bool:

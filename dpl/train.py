@@ -17,11 +17,11 @@ from . import ast as A
 from . import backend as B
 from .autodiff import backward
 from .builtins import OptimizerSpec, adam, integer
-from .limits import seed_value
 from .errors import DplError
 from .gradcheck import NonFiniteError
 from .graph import Box, Trace, raw
 from .interp import describe_type, is_tensor, kind
+from .limits import seed_value
 
 
 class Optimizer:

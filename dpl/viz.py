@@ -22,7 +22,7 @@ from . import backend as B
 from . import graph as G
 from .errors import SOURCES, DplError, Span
 from .graph import Graph, Trace, raw
-from .paramfile import prepare_output, write_atomic
+from .paramfile import prepare_output, refuse_same_files, write_atomic
 
 RENDERED = (".svg", ".png", ".pdf")
 INSTALL_DOT = ("Graphviz's `dot` program is not installed; install it with `apt install graphviz` (Debian/Ubuntu) "
@@ -419,19 +419,22 @@ def write_graph(rec: Recording, out: str, collapse: bool = False, title: str = "
     elif ext in (".html", ".htm"):
         data = to_html(rec, collapse, title).encode()
     else:
-        raise DplError(f"`-o {out}`: the output format comes from the extension: .svg, .png, .pdf, .dot, .json "
-                       f"or .html")
+        raise _unknown_graph_format(out)
     write_atomic(out, data)
 
 
 GRAPH_FORMATS = RENDERED + (".dot", ".gv", ".json", ".html", ".htm")
 
 
+def _unknown_graph_format(out) -> DplError:
+    return DplError(f"`-o {out}`: the output format comes from the extension: .svg, .png, .pdf, .dot, .json or "
+                    f".html")
+
+
 def check_graph_output(out, tuple_text: bool = False) -> None:
     """Before recording: `out` has a format `write_graph` knows (any name for --format tuple) and can be written."""
     if not tuple_text and Path(out).suffix.lower() not in GRAPH_FORMATS:
-        raise DplError(f"`-o {out}`: the output format comes from the extension: .svg, .png, .pdf, .dot, .json "
-                       f"or .html")
+        raise _unknown_graph_format(out)
     prepare_output(out, "-o")
 
 
@@ -540,6 +543,8 @@ def inspect_command(args, path: Path, loaded) -> int:
     out = getattr(args, "out", None)
     if args.command == "attention":
         out = out or path.with_name(path.stem + ".attention.png")
+    refuse_same_files([("the program", path, False), ("--params", args.params, False), ("-o", out, True)])
+    if args.command == "attention":
         image_format(out, "-o")
         prepare_output(out, "-o")
     elif out:

@@ -13,6 +13,7 @@ import os
 import signal
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -85,9 +86,10 @@ def workdir(tmp_path_factory):
 
 
 def quiet(argv) -> tuple[int, str, bool]:
-    """Run `dpl ARGV` here: (exit status, stderr, whether argparse refused the arguments)."""
+    """Run `dpl ARGV` here: (exit status, stderr, whether argparse refused the arguments); stdin is empty."""
     err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), \
+            mock.patch("sys.stdin", io.StringIO("")):
         try:
             return cli_main(argv), err.getvalue(), False
         except SystemExit as e:
@@ -124,13 +126,14 @@ FLAGS = {
               "--quiet": None, "--checkpoint-every": NUMBERS, "--checkpoint": PATHS, "--resume": PATHS + [None],
               "--skip-nonfinite": None, "--detect-nan": None, "--plot": PATHS},
     "run": {"--params": PATHS, "--partial": None, "--detect-nan": None},
+    "repl": {"--params": PATHS, "--seed": NUMBERS, "--dtype": ["float64", "float32", "float16"]},
     "inspect": {"--fn": ["loss", "attend_once", "nope", "w", "lin", ""],
                 "--args": ["[[1.0, 0.0]]", "[1.0]", "[1.0, 0.0]", "1 +", "x", "print(1)", '"s"'],
                 "--params": PATHS, "--seed": NUMBERS, "-o": PATHS, "--tol": NUMBERS, "--collapse": None,
                 "--format": ["tuple", "dot"]},
 }
 COMMANDS = {"train": ["common", "train"], "run": ["common", "run"], "graph": ["inspect"], "gradcheck": ["inspect"],
-            "attention": ["inspect"], "check": []}
+            "attention": ["inspect"], "check": [], "repl": ["repl"]}
 INSPECT_ONLY = {"graph": {"--collapse", "--format", "-o"}, "attention": {"-o"}, "gradcheck": {"--tol"}}
 
 

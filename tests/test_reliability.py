@@ -468,3 +468,10 @@ def test_api_load_takes_a_params_path():
     assert dpl.load("prog.dpl", params=Path("w.npz"), stdout=io.StringIO()).params["w"].tolist() == [3.0, 4.0]
     with pytest.raises(dpl.DplError, match="missing: `w` is declared but not in the file"):
         dpl.load("prog.dpl", params="bad.npz", stdout=io.StringIO())
+
+
+def test_graph_output_over_the_program_is_refused(capsys):
+    code, _, err = cli(capsys, *GRAPH, "prog.dpl", "--format", "tuple")
+    assert (code, err) == (1, f"dpl: error: the program and -o name the same file ({Path('prog.dpl').resolve()}); "
+                              f"one would overwrite the other, so give them different paths\n")
+    assert Path("prog.dpl").read_text() == PROG
