@@ -62,6 +62,8 @@ def prepare_output(path, flag: str) -> Path:
     where = f"{flag} {path}" if flag else str(path)
     if target.is_dir():
         raise DplError(f"cannot write {where}: it is a directory; name a file")
+    if target.exists() and not target.is_file():  # /dev/null, a pipe: renaming onto it would replace it
+        raise DplError(f"cannot write {where}: it is not a regular file")
     if not target.parent.is_dir():
         raise DplError(f"cannot write {where}: the directory {target.parent} does not exist")
     stale = re.compile(rf"\.{re.escape(target.name)}\.[A-Za-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}")

@@ -115,6 +115,7 @@ def test_symlinked_out_writes_through_to_its_target(capsys):
 
 @pytest.mark.parametrize("out, message", [
     (".", "cannot write --out .: it is a directory; name a file"),
+    ("/dev/null", "cannot write --out /dev/null: it is not a regular file"),
     ("nowhere/p.npz", "cannot write --out nowhere/p.npz: the directory"),
 ])
 def test_unwritable_out_is_found_before_training(out, message, capsys):
