@@ -2,7 +2,7 @@
 every train-block setting with odd values, and damaged parameter and checkpoint files end in success, a
 DplError (exit 1) or argparse's usage error (exit 2 with `usage:`), never in an internal error (exit 2,
 "please report it") or a traceback. Runs in this process with a fixed, derandomized set of examples (some
-20 s in all); DPL_FUZZ_EXAMPLES=N runs N random examples per test instead.
+540, 30 s in all); DPL_FUZZ_EXAMPLES=N runs N random examples per test instead.
 """
 from __future__ import annotations
 
@@ -277,7 +277,7 @@ def leaves(d, path=()):
             yield from leaves(v, path + (i,))
 
 
-@fuzz_settings(default=200)
+@fuzz_settings(default=120)
 @given(data=st.data(), kind=st.sampled_from(["meta", "meta", "arrays", "bytes"]))
 def test_damaged_checkpoints_end_without_an_internal_error(workdir, data, kind):
     reset(workdir)
