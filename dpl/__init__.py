@@ -48,7 +48,9 @@ class Program:
         return f
 
     def _args(self, args):
+        """The arguments of a call from Python as DPL values; the call has the whole --max-steps budget."""
         from . import backend as B
+        self.interp.steps = 0
         out = []
         for a in args:
             if isinstance(a, (list, tuple, float, int, bool, np.ndarray, np.generic)):

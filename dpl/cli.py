@@ -16,8 +16,8 @@ def _common(p):
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu runs on CuPy (pip install 'dpl[gpu]')")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     p.add_argument("--max-steps", type=int, metavar="N",
-                   help="most loop iterations and function calls in total, per training step in a train block "
-                        "(default 10000000)")
+                   help="most loop iterations and function calls in total (each training step on its own; "
+                        "default 10000000)")
     p.add_argument("--max-elements", type=int, metavar="N", help="most elements of one tensor (default 2**31)")
     p.add_argument("--max-nodes", type=int, metavar="N", help="most nodes of one recorded graph (default 5000000)")
 

@@ -170,7 +170,7 @@ class Interpreter:
         self.data_files: dict[Path, str] = {}  # files read by load(), with the sha256 of what was read
         self.loading: list[Path] = []
         self.depth, self.max_depth = 0, max_depth
-        self.steps, self.max_steps = 0, limits.max_steps if max_steps is None else max_steps  # loop iterations
+        self.steps, self.max_steps = 0, limits.max_steps if max_steps is None else max_steps  # iterations, calls
         self.top = Frame(self.globals, top=True)
         self._const: dict[int, tuple] = {}  # literal values by AST node
         self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention

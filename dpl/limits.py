@@ -2,7 +2,7 @@
 
 * `max_steps`: steps in total per interpreter: hard-loop iterations (`while`, `for`, `soft while`,
   `odeint` steps, fixed or dopri5) and DPL function calls (so recursion without loops is bounded too);
-  a training step starts its own count; `dpl run|train --max-steps N`.
+  a training step, a REPL input and a call from Python start their own count; `dpl run|train --max-steps N`.
 * `max_nodes`: nodes of one recorded graph (a long loop inside `grad`, deeply nested `grad`s, a long
   `odeint` in a loss); `dpl run|train --max-nodes N`.
 * `max_elements`: elements of one tensor a program may ask for (`zeros`, `ones`, `eye`, `range`,

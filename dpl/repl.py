@@ -133,6 +133,7 @@ class Session:
         """Run one complete input; errors are reported and the session goes on. False means quit."""
         if not text.strip():
             return True
+        self.interp.steps = 0  # --max-steps bounds one input, not the session
         try:
             if text.lstrip().startswith(":"):
                 return self.command(text.strip()[1:])

@@ -476,3 +476,20 @@ def test_graph_output_over_the_program_is_refused(capsys):
     assert (code, err) == (1, f"dpl: error: the program and -o name the same file ({Path('prog.dpl').resolve()}); "
                               f"one would overwrite the other, so give them different paths\n")
     assert Path("prog.dpl").read_text() == PROG
+
+
+def test_steps_are_counted_per_call_from_python_and_per_repl_input():
+    import dpl
+    from dpl.repl import Session
+    limits.configure(max_steps=100)
+    prog = dpl.loads("fn f(n) {\n    for i in range(n) { }\n    return n\n}\nfn g(x) = x * f(60)\n")
+    for _ in range(5):  # 5 x 61 steps: each call within the limit
+        assert prog.call("f", 60) == 60 and prog.grad("g")(2.0) == 60.0
+    with pytest.raises(dpl.DplError, match="past 100 steps"):
+        prog.call("f", 100)
+    out, err = io.StringIO(), io.StringIO()
+    s = Session(out=out, err=err)
+    s.execute("fn f(n) {\n    for i in range(n) { }\n    return n\n}")
+    for _ in range(3):
+        s.execute("print(f(60))")
+    assert out.getvalue() == "60\n" * 3 and err.getvalue() == ""
