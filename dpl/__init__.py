@@ -6,14 +6,26 @@
 """
 from __future__ import annotations
 
-import io
+import os
 import sys
-from pathlib import Path
 
-import numpy as np
+if sys.argv and os.path.basename(sys.argv[0]) in ("dpl", "dpl.exe"):  # the `dpl` command is starting
+    def _quiet_interrupt(kind, value, tb, default=sys.excepthook):
+        """Ctrl-C before cli.main catches it (while numpy and the rest are imported): no traceback."""
+        if not issubclass(kind, KeyboardInterrupt):
+            return default(kind, value, tb)
+        sys.stderr.write("dpl: interrupted\n")
+        sys.stderr.flush()
+        os._exit(130)
+    sys.excepthook = _quiet_interrupt
 
-from .errors import DplError, Span
-from .graph import Graph, raw
+import io  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from .errors import DplError, Span  # noqa: E402
+from .graph import Graph, raw  # noqa: E402
 
 __all__ = ["load", "loads", "Program", "DplError", "Span", "Graph"]
 __version__ = "0.1.0"
@@ -36,7 +48,9 @@ class Program:
         return f
 
     def _args(self, args):
+        """The arguments of a call from Python as DPL values; the call has the whole --max-steps budget."""
         from . import backend as B
+        self.interp.steps = 0
         out = []
         for a in args:
             if isinstance(a, (list, tuple, float, int, bool, np.ndarray, np.generic)):
@@ -84,9 +98,14 @@ def _interpreter(seed, dtype, stdout, params=None):
 
 
 def load(path, seed: int = 0, dtype: str = "float64", stdout=None, params=None) -> Program:
-    """Load and run a program's top level like `dpl run` (train blocks skipped)."""
+    """Load and run a program's top level like `dpl run` (train blocks skipped). `params`: a dict of arrays
+    (names it lacks keep their initializers), or the path of a params file, which must match as `--params`."""
+    if isinstance(params, (str, os.PathLike)):
+        from .paramfile import load_params
+        params = load_params(params)
     interp = _interpreter(seed, dtype, stdout or sys.stdout, params)
     interp.run_file(Path(path))
+    interp.loaded_params.check()
     return Program(interp)
 
 

@@ -281,12 +281,14 @@ def _joinable(xs, what):
 @builtin(takes_list=True)
 def concat(xs, axis=0):
     xs = _joinable(xs, "concat")
+    check_elements((sum(math.prod(np.shape(raw(x))) for x in xs),), "`concat`")  # what the result would hold
     return ops.concat(*xs, axis=integer(axis, "axis"))
 
 
 @builtin(takes_list=True)
 def stack(xs, axis=0):
     xs = _joinable(xs, "stack")
+    check_elements((len(xs),) + np.shape(raw(xs[0])), "`stack`")
     return ops.stack(*xs, axis=integer(axis, "axis"))
 
 
@@ -523,19 +525,28 @@ def load(interp, span, file, key=None):
         raise DplError(f"`load`: the key of an array in an .npz file is a string, got {describe_type(key)}")
     if suffix == ".npz" and key is None:
         raise DplError(f"`load` of an .npz file needs the array's key: load(\"{file}\", \"name\")")
+    from .checkpoint import digest
     try:
+        interp.data_files[path.resolve()] = digest(path)  # in a checkpoint's identity: a changed file stops --resume
         if suffix == ".csv":
             data = _load_csv(path)
         else:
             _check_magic(path, suffix)
+            from .paramfile import read_npy, read_npz
             if suffix == ".npy":
-                data = np.load(path, allow_pickle=False)
+                with open(path, "rb") as f:
+                    data = read_npy(f, f"`load` of {path}")
             else:
-                with np.load(path, allow_pickle=False) as z:
-                    if key not in z.files:
-                        raise DplError(f"`load`: {path} has no array `{key}`; it has "
-                                       f"{', '.join(f'`{k}`' for k in z.files) or 'none'}")
-                    data = z[key]
+                try:
+                    found = read_npz(path, "", keys=[key])
+                except DplError as e:
+                    raise DplError(f"`load`: {e.message}") from None
+                if key not in found:
+                    with zipfile.ZipFile(path) as z:
+                        names = [n.removesuffix(".npy") for n in z.namelist()]
+                    raise DplError(f"`load`: {path} has no array `{key}`; it has "
+                                   f"{', '.join(f'`{k}`' for k in names) or 'none'}")
+                data = found[key]
     except _FILE_ERRORS as e:
         raise DplError(f"`load`: cannot read {path}: {e or type(e).__name__}") from None
     if data.dtype.kind not in "biuf":
@@ -693,8 +704,18 @@ def sgd(lr, momentum=0.0):
 
 @builtin()
 def adam(lr=0.001, betas=None, eps=1e-8):
-    b = (0.9, 0.999) if betas is None else tuple(float(x) for x in B.to_host(raw(betas)))
+    b = (0.9, 0.999) if betas is None else _betas(betas)
     return OptimizerSpec("adam", lr=_hyper(lr, "lr"), betas=b, eps=_hyper(eps, "eps"))
+
+
+def _betas(v) -> tuple:
+    r = raw(v)
+    if not is_tensor(r) or np.shape(r) != (2,) or kind(r) not in ("i", "u", "f"):
+        raise DplError(f"`betas` must be two numbers, as [0.9, 0.999], got {describe_type(v)}")
+    b = tuple(float(x) for x in B.to_host(r))
+    if not all(0 <= x < 1 for x in b):
+        raise DplError(f"`betas` must each lie in [0, 1), got {list(b)}")
+    return b
 
 
 @builtin()

@@ -77,24 +77,43 @@ def _invalid(meta: dict, groups: dict) -> str:
             raise ValueError("the report's blocks are not a list")
         for k, b in enumerate(meta["report"]["blocks"]):
             has(b, ("loss", "where", "optimizer"), f"the report of block {k + 1}")
+            if not all(isinstance(b[s], str) for s in ("loss", "where", "optimizer")):
+                raise ValueError(f"the report of block {k + 1} names its loss, place or optimizer wrongly")
             numbers(b, ("epochs", "steps", "skipped_steps"), int, f"the report of block {k + 1}")
             numbers(b, ("final_loss", "seconds"), (int, float), f"the report of block {k + 1}")
         generator(meta["rng"])
         for k, d in enumerate(meta["done"]):
-            has(d, ("rng_start", "rng_end"), f"finished block {k + 1}")
+            has(d, ("rng_start", "rng_end", "where", "loss"), f"finished block {k + 1}")
             generator(d["rng_start"])
             generator(d["rng_end"])
             if f"done.{k}" not in groups:
                 raise ValueError(f"the parameters of finished block {k + 1} are missing")
+        if not isinstance(meta["in_block"], bool):
+            raise ValueError("`in_block` is not true or false")
         if meta["in_block"]:
-            has(meta.get("position"), ("epoch", "step", "shuffle_state", "rng_start", "t", "config",
-                                       "epoch_skipped"), "the position")
-            numbers(meta["position"], ("epoch", "step", "t", "epoch_skipped"), int, "the position")
-            generator(meta["position"]["shuffle_state"])
-            generator(meta["position"]["rng_start"])
+            pos = meta.get("position")
+            has(pos, ("epoch", "step", "shuffle_state", "rng_start", "t", "config", "epoch_skipped"), "the position")
+            numbers(pos, ("epoch", "step", "t", "epoch_skipped"), int, "the position")
+            generator(pos["shuffle_state"])
+            generator(pos["rng_start"])
+            has(pos["config"], ("epochs", "steps_per_epoch"), "the position's configuration")
+            numbers(pos["config"], ("epochs", "steps_per_epoch"), int, "the position's configuration")
+            if not (0 <= pos["epoch"] <= pos["config"]["epochs"] and 0 <= pos["step"] < pos["config"]
+                    ["steps_per_epoch"] and pos["t"] >= 0 and pos["epoch_skipped"] >= 0):
+                raise ValueError("the position is out of range")
             if "params" not in groups:
                 raise ValueError("the parameters are missing")
-    except (ValueError, TypeError, KeyError) as e:
+        counts = [meta["block"]] + [meta["report"][k] for k in ("epochs", "steps", "skipped_steps")]
+        if min(counts) < 0:
+            raise ValueError("a count is negative")
+        for k in ("losses", "step_losses"):
+            a = groups.get("report", {}).get(k)
+            if a is not None and (a.ndim != 1 or a.dtype.kind != "f"):
+                raise ValueError(f"the report's {k} are not a list of numbers")
+        a = groups.get("pos", {}).get("epoch_losses")
+        if a is not None and (a.ndim != 1 or a.dtype.kind != "f"):
+            raise ValueError("the epoch's losses are not a list of numbers")
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
         return str(e)
     return ""
 
@@ -116,7 +135,12 @@ def _meta(arrays, path) -> dict:
 
 
 def digest(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """The sha256 of a file's content, read in pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fingerprint(args, files, digests: dict) -> dict:

@@ -18,8 +18,11 @@ def _common(p):
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="float dtype of the run")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu runs on CuPy (pip install 'dpl[gpu]')")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
-    p.add_argument("--max-steps", type=int, metavar="N", help="most hard-loop iterations in total (default 10000000)")
+    p.add_argument("--max-steps", type=int, metavar="N",
+                   help="most loop iterations and function calls in total (each training step on its own; "
+                        "default 10000000)")
     p.add_argument("--max-elements", type=int, metavar="N", help="most elements of one tensor (default 2**31)")
+    p.add_argument("--max-nodes", type=int, metavar="N", help="most nodes of one recorded graph (default 5000000)")
     p.add_argument("--no-replay", action="store_true",
                    help="record every gradient call afresh instead of replaying compiled plans (same results)")
     p.add_argument("--threads", type=int, metavar="N",
@@ -53,7 +56,9 @@ def _inspection(sub):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     ap = argparse.ArgumentParser(prog="dpl", description="DPL: a small language for differentiable programs")
+    ap.add_argument("--version", action="version", version=f"dpl {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a program's top-level statements (train blocks are skipped)")
     _common(run)
@@ -84,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _inspection(sub)
     repl = sub.add_parser("repl", help="an interactive session (loads FILE first when given)")
     repl.add_argument("file", nargs="?", help="a .dpl program to load first (train blocks skipped)")
+    repl.add_argument("--params", help="load parameters (.npz) first; FILE's declarations take them")
     repl.add_argument("--seed", type=int, default=0, help="seed of uniform/normal and initializers (default 0)")
     repl.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="float dtype of the session")
     repl.add_argument("--debug", action="store_true", help="show Python tracebacks")
@@ -112,6 +118,10 @@ def main(argv=None) -> int:
     except RecursionError:
         print("dpl: error: the program nests too deeply (recursion)", file=sys.stderr)
         return 1
+    except MemoryError:  # outside any DPL call (a backward pass): what it held is released by now
+        print("dpl: error: out of memory; --max-elements limits the size of one tensor, --max-nodes that of the "
+              "recorded graph", file=sys.stderr)
+        return 1
     except Exception as e:  # a bug in DPL, not in the program
         if getattr(args, "debug", False):
             raise
@@ -132,9 +142,12 @@ def _dispatch(args) -> int:
     from . import backend
     from .check import check_file
     from .errors import DplError
-    from .limits import configure
+    from .limits import configure, seed_value
 
-    configure(getattr(args, "max_steps", None), getattr(args, "max_elements", None))  # defaults unless given
+    configure(getattr(args, "max_steps", None), getattr(args, "max_elements", None),
+              getattr(args, "max_nodes", None))  # defaults unless given
+    if hasattr(args, "seed"):
+        seed_value(args.seed)
     from . import replay
     replay.enabled = not getattr(args, "no_replay", False)
     threads = getattr(args, "threads", None)

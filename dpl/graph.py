@@ -12,6 +12,8 @@ import itertools
 
 import numpy as np
 
+from . import limits
+
 _levels = itertools.count()
 current_span = None  # the interpreter sets this to the expression being evaluated
 
@@ -141,6 +143,8 @@ def apply(op, *args, **attrs):
     parents = tuple((i, a.node) for i, a in enumerate(args) if type(a) is Box and a.trace is trace)
     node = Node(op, vals, attrs, parents, out, current_span)
     trace.nodes.append(node)
+    if len(trace.nodes) > limits.max_nodes:
+        raise limits.too_many_nodes(current_span)
     return Box(out, trace, node)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -166,9 +167,10 @@ class Interpreter:
         self.param_boxes: dict[str, Box] = {}
         self.trainer = trainer
         self.loaded_files: set[Path] = set()
+        self.data_files: dict[Path, str] = {}  # files read by load(), with the sha256 of what was read
         self.loading: list[Path] = []
         self.depth, self.max_depth = 0, max_depth
-        self.steps, self.max_steps = 0, limits.max_steps if max_steps is None else max_steps  # loop iterations
+        self.steps, self.max_steps = 0, limits.max_steps if max_steps is None else max_steps  # iterations, calls
         self.top = Frame(self.globals, top=True)
         self._const: dict[int, tuple] = {}  # literal values by AST node
         self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention
@@ -427,8 +429,8 @@ class Interpreter:
         """Count `n` loop iterations known in advance (`what` would run them) against max_steps."""
         if self.steps + n > self.max_steps:
             done = f" after the {self.steps} already run" if self.steps else ""
-            raise DplError(f"{what}{done}, more than the limit of {self.max_steps} loop iterations; "
-                           f"raise --max-steps if that is intended", span)
+            raise DplError(f"{what}{done}, more than the limit of {self.max_steps} steps (loop iterations "
+                           f"and function calls); raise --max-steps if that is intended", span)
         self.steps += n
 
     def _declaration_only_at_top(self, s, frame):
@@ -654,6 +656,9 @@ class Interpreter:
         raise DplError(f"{describe_type(f)} is not a function", span)
 
     def call_function(self, f: Function, args, kwargs, span):
+        self.steps += 1  # a call is a step: recursion without loops is bounded by --max-steps too
+        if self.steps > self.max_steps:
+            raise limits.call_limit_error(f.name, span, self.max_steps)
         decl = f.decl
         frame = Frame(bind_args(f.name, decl.params, args, kwargs, span), f.instance, f.name)
         self.depth += 1
@@ -756,8 +761,10 @@ def too_deep_or_big(e: BaseException, span) -> DplError:
     """A DplError for Python running out of stack or of memory while running the program."""
     if isinstance(e, RecursionError):
         return DplError(limits.TOO_DEEP, span)
-    return DplError(f"out of memory{': ' + str(e) if str(e) else ''}; --max-elements limits the size of "
-                    f"one tensor", span)
+    traceback.clear_frames(e.__traceback__)  # their locals hold the recorded graph: free it before going on
+    e.__traceback__ = None
+    return DplError(f"out of memory{' (' + str(e) + ')' if str(e) else ''}; --max-elements limits the size of "
+                    f"one tensor, --max-nodes that of the recorded graph", span)
 
 
 def start_span(node) -> Span:

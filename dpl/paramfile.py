@@ -2,9 +2,12 @@
 against the parameters the program declares."""
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +27,20 @@ def write_npz(path, arrays: dict) -> None:
 
 def write_atomic(path, content) -> None:
     """Write bytes (or call content(file)) to a temporary file beside `path`, fsync, then rename:
-    the old file survives any failure, and a failure to write (a full disk) is a DplError."""
-    path = Path(path)
+    the old file survives any failure, and a failure to write (a full disk) is a DplError. A symbolic link
+    is written through: the file it names is replaced, the link stays."""
+    target = Path(os.path.realpath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     except OSError as e:
         raise DplError(f"cannot write {path}: {e.strerror}") from None
     try:
-        os.chmod(tmp, _mode_for(path))
+        os.chmod(tmp, _mode_for(target))
         with os.fdopen(fd, "wb") as f:
             content(f) if callable(content) else f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as e:
         try:
             os.unlink(tmp)
@@ -46,6 +50,47 @@ def write_atomic(path, content) -> None:
             raise DplError(f"cannot write {path}: {e.strerror or e}; the previous file, if any, is unchanged") \
                 from None
         raise
+
+
+TMP_SUFFIX = ".tmp"  # write_atomic's temporary files are `.NAME.XXXXXXXX.tmp` beside NAME (mkstemp's 8 characters)
+
+
+def prepare_output(path, flag: str) -> Path:
+    """Check before any work that `path` can be written (its directory exists and takes a new file; it is no
+    directory), and remove the temporary files a killed write_atomic left beside it. Returns the resolved path."""
+    target = Path(os.path.realpath(path))
+    where = f"{flag} {path}" if flag else str(path)
+    if target.is_dir():
+        raise DplError(f"cannot write {where}: it is a directory; name a file")
+    if target.exists() and not target.is_file():  # /dev/null, a pipe: renaming onto it would replace it
+        raise DplError(f"cannot write {where}: it is not a regular file")
+    if not target.parent.is_dir():
+        raise DplError(f"cannot write {where}: the directory {target.parent} does not exist")
+    stale = re.compile(rf"\.{re.escape(target.name)}\.[A-Za-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
+        os.close(fd)
+        os.unlink(probe)
+        for entry in os.scandir(target.parent):
+            if stale.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+    except OSError as e:
+        raise DplError(f"cannot write {where}: {e.strerror or e} (in {target.parent})") from None
+    return target
+
+
+def refuse_same_files(files) -> None:
+    """`files`: (flag, path, is_output) for every file a command reads or writes. Two of them that name the
+    same file (after relative paths and symbolic links are resolved) are an error when either is written."""
+    seen: dict[str, tuple[str, bool]] = {}
+    for flag, path, output in files:
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen and (output or seen[key][1]):
+            raise DplError(f"{seen[key][0]} and {flag} name the same file ({key}); one would overwrite the other, "
+                           f"so give them different paths")
+        seen.setdefault(key, (flag, output))
 
 
 def _mode_for(path: Path) -> int:
@@ -58,19 +103,58 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def read_npz(path, what: str = "params file") -> dict:
-    """Every array of an .npz, read without pickle (object arrays are refused)."""
+def read_npz(path, what: str = "params file", keys=None) -> dict:
+    """The arrays of an .npz (all of them, or those named in `keys`), read without pickle: every member must
+    be a .npy whose header is checked against --max-elements before anything is decompressed."""
     path = Path(path)
+    label = f"{what} {path}" if what else str(path)
     if not path.is_file():
         raise DplError(f"no such {what}: {path}")
     try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an .npz archive")
-        with z:
-            return {k: z[k] for k in z.files}
-    except Exception as e:  # not a zip, pickled objects, a truncated member: a damaged file, not a bug in DPL
-        raise DplError(f"cannot read {what} {path}: {e}") from None
+        with zipfile.ZipFile(path) as z:
+            members = {n.removesuffix(".npy"): n for n in z.namelist()}
+            out = {}
+            for key in members if keys is None else keys:
+                if key not in members:
+                    continue
+                name = members[key]
+                if not name.endswith(".npy"):
+                    raise DplError(f"cannot read {label}: its member `{name}` is not a .npy array")
+                with z.open(name) as f:
+                    out[key] = read_npy(f, f"{label}, member `{name}`")
+            return out
+    except DplError:
+        raise
+    except Exception as e:  # not a zip, a truncated member, a bad header: a damaged file, not a bug in DPL
+        if isinstance(e, zipfile.BadZipFile) and _npy_magic(path):
+            e = "a single .npy array, not an .npz archive"
+        raise DplError(f"cannot read {label}: {e or type(e).__name__}") from None
+
+
+def read_npy(f, what: str) -> np.ndarray:
+    """One .npy array from an open file; its shape is checked against --max-elements first and pickled
+    objects are refused."""
+    from .limits import check_elements
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects (pickled), which DPL does not read")
+    check_elements(shape, f"cannot read {what}")
+    size = math.prod(shape) * dtype.itemsize
+    data = f.read(size)
+    if len(data) != size:
+        raise ValueError(f"it is truncated ({len(data)} of {size} bytes)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()  # writable
+
+
+def _npy_magic(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(6) == b"\x93NUMPY"
 
 
 def load_params(path, partial: bool = False) -> "LoadedParams":

@@ -243,7 +243,7 @@ def _fixed(rhs, y, t0, t1, steps, method):
     return y
 
 
-def _dopri5(rhs, y, t0, t1, steps, rtol, atol, max_steps=100000):
+def _dopri5(interp, span, rhs, y, t0, t1, steps, rtol, atol, max_steps=100000):
     """Adaptive Dormand–Prince: step sizes are hard decisions on values; gradients flow through accepted steps.
 
     The steps are chosen as fractions of the interval, and the traced times and
@@ -261,6 +261,7 @@ def _dopri5(rhs, y, t0, t1, steps, rtol, atol, max_steps=100000):
     while abs(t_done) < abs(span_t) * (1 - 1e-12):
         if taken > max_steps:
             raise DplError(f"dopri5 took more than {max_steps} steps; loosen rtol/atol")
+        interp.add_steps(1, f"`odeint` with dopri5 would take its step {taken + 1}", span)
         h = min(abs(h), abs(span_t - t_done)) * np.sign(span_t)
         t, ht = ops.add(t0, ops.mul(stretch, t_done)), ops.mul(stretch, h)
         ks = [rhs(t, y)]
@@ -297,7 +298,7 @@ def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol
             # an empty interval: y itself in value, with the first-order dependence on a and b kept
             return ops.add(y, ops.mul(ops.sub(b, a), rhs(a, y)))
         if method == "dopri5":
-            return _dopri5(rhs, y, a, b, steps, float(raw(floats(rtol))), float(raw(floats(atol))))
+            return _dopri5(interp, span, rhs, y, a, b, steps, float(raw(floats(rtol))), float(raw(floats(atol))))
         interp.add_steps(steps, f"`odeint` would take {steps} steps", span)  # counted before they are taken
         return _fixed(rhs, y, a, b, steps, method)
 
@@ -306,6 +307,7 @@ def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol
     grid = floats(ts, "ts")
     if np.ndim(raw(grid)) != 1 or np.shape(raw(grid))[0] < 1:
         raise DplError(f"`ts` must be a 1-d grid of times, got {describe_type(ts)}")
+    check_elements(np.shape(raw(grid)) + np.shape(raw(y0)), "`odeint` over `ts`")  # the states it returns
     ys, y = [], y0
     prev = ops.index(grid, key=(0,))
     y = solve(y, t0, prev)

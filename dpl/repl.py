@@ -6,7 +6,6 @@ highlighting, completion) and `run_piped` reads a non-terminal stdin line by lin
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ast as A
+from . import backend as B
 from . import graph
 from .errors import DplError
 from .graph import Box, Graph, raw
@@ -30,7 +30,8 @@ Statements run as typed; an expression prints its value. Blocks { ... } continue
   :help               this text
   :load FILE          run FILE's top level here (train blocks skipped)
   :reset              forget every definition, variable and parameter
-  :params             the parameters: name, shape, norm
+  :params [FILE]      the parameters: name, shape, norm; with FILE (.npz) load their values from it
+                      (those not yet declared are taken by their `param` declaration)
   :grad EXPR wrt NAME gradient of a scalar EXPR w.r.t. a parameter or a variable
   :graph EXPR [-o F]  the graph EXPR records (inputs: the float variables and parameters it reads);
                       -o F writes it (.dot, .json, .html, .svg ...)
@@ -125,6 +126,7 @@ class Session:
         """Run one complete input; errors are reported and the session goes on. False means quit."""
         if not text.strip():
             return True
+        self.interp.steps = 0  # --max-steps bounds one input, not the session
         try:
             if text.lstrip().startswith(":"):
                 return self.command(text.strip()[1:])
@@ -191,6 +193,8 @@ class Session:
     def cmd_params(self, arg):
         from rich.console import Console
         from rich.table import Table
+        if arg:
+            return self.load_params(arg)
         if not self.interp.params:
             print("no parameters", file=self.out)
             return
@@ -198,6 +202,24 @@ class Session:
         for name, value in self.interp.params.items():
             table.add_row(name, str(list(np.shape(value))), f"{float(np.linalg.norm(np.asarray(value))):.6g}")
         Console(file=self.out, highlight=False).print(table)
+
+    def load_params(self, path: str) -> None:
+        """Set the declared parameters the file names to its values (every shape must match, else nothing is
+        set); keep the others for the `param` declarations still to come."""
+        from .paramfile import load_params
+        arrays = load_params(path)
+        params = self.interp.params
+        for name, a in arrays.items():
+            if name in params and np.shape(a) != np.shape(params[name]):
+                raise DplError(f"parameter `{name}` is {list(np.shape(params[name]))} but {path} has "
+                               f"{list(np.shape(a))}; nothing was loaded")
+        now = {n: a for n, a in arrays.items() if n in params}
+        for name, a in now.items():
+            params[name] = B.xp.asarray(a.astype(B.float_dtype) if a.dtype.kind == "f" else a)
+        later = {n: a for n, a in arrays.items() if n not in params}
+        self.interp.loaded_params.update(later)
+        more = f"; {len(later)} more kept for their `param` declarations" if later else ""
+        print(f"loaded {len(now)} parameter{'s' * (len(now) != 1)} from {path}{more}", file=self.out)
 
     def cmd_type(self, arg):
         v = self._eval(arg)
@@ -251,6 +273,9 @@ class Session:
         if not arg or not m:
             raise DplError("usage: :graph EXPR [-o FILE]")
         expr, dest = self._parse_expr(m.group(1)), m.group(2)
+        if dest:
+            from .viz import check_graph_output
+            check_graph_output(dest)  # a bad name or place is said before recording, and no empty file is left
         call = _Expr(expr)
         rec = record(self.interp, call, [])
         out = rec.out
@@ -301,15 +326,8 @@ class Session:
 
 
 def write_graph(g: Graph, path: Path, n_variables: int) -> None:
-    """Any format dpl.viz writes (from the extension); without dpl.viz, networkx node-link JSON."""
-    try:
-        from .viz import Recording, write_graph as viz_write_graph
-    except ImportError:
-        if path.suffix.lower() != ".json":
-            raise DplError(f"-o writes .json files here, not `{path.suffix or path.name}`") from None
-        import networkx as nx
-        path.write_text(json.dumps(nx.node_link_data(g.to_networkx()), indent=1))
-        return
+    """Any format dpl.viz writes (from the extension), written atomically."""
+    from .viz import Recording, write_graph as viz_write_graph
     # no DPL call owns the nodes; the variables (numbered first) are drawn as arguments, the rest as parameters
     viz_write_graph(Recording(g, {}, {node.id: 0 for node in g.nodes}, n_variables), str(path))
 
@@ -381,8 +399,10 @@ def interact(session: Session, prompt=None) -> int:
 
 
 def main(args) -> int:
-    """`dpl repl [FILE] [--seed N] [--dtype ...] [--debug]`."""
+    """`dpl repl [FILE] [--params P] [--seed N] [--dtype ...] [--debug]`."""
     session = Session(seed=args.seed, dtype=args.dtype, debug=args.debug)
+    if args.params:
+        session.load_params(args.params)  # before FILE, whose declarations take them
     if args.file:
         session.execute(f":load {args.file}")
     if not sys.stdin.isatty():

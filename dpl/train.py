@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import signal
 import sys
@@ -19,6 +20,7 @@ from .errors import DplError
 from .gradcheck import NonFiniteError
 from .graph import raw
 from .interp import describe_type, is_tensor, kind
+from .limits import seed_value
 
 
 class Optimizer:
@@ -367,7 +369,7 @@ class Trainer:
             raise DplError(f"`epochs` cannot be negative, got {epochs}",
                            settings["epochs"][1] if "epochs" in settings else stmt.span)
         shuffle = setting("shuffle", True, lambda v: _flag(v, "shuffle"))
-        seed = setting("seed", interp.seed, lambda v: integer(v, "seed"))
+        seed = setting("seed", interp.seed, lambda v: seed_value(integer(v, "`seed`"), "`seed`"))
         loss_fn = interp.eval(A.Name(stmt.loss, stmt.span), frame)
 
         data = []
@@ -417,6 +419,7 @@ class Trainer:
                 for k in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
                     idx = order[k * batch:(k + 1) * batch]
                     args = [v[B.xp.asarray(idx)] for v, _ in data]
+                    interp.steps = 0  # --max-steps bounds each training step, not the length of training
                     try:
                         loss, grads = loss_and_grads(interp, loss_fn, args, stmt.span)
                     except NonFiniteError as e:  # --detect-nan stopped inside the step: keep the last good step
@@ -586,18 +589,17 @@ def train_command(args, path: Path) -> int:
     --checkpoint-every and on SIGINT/SIGTERM (exit 130/143), continue from one with --resume."""
     from . import checkpoint
     from .interp import Interpreter
-    from .paramfile import load_params, save_params
+    from .paramfile import load_params, prepare_output, save_params
 
     out = Path(args.out) if args.out else path.with_name(path.stem + ".params.npz")
+    prepare_output(out, "--out")  # first: `--out .` has no name to derive the checkpoint's from
     ckpt = Path(args.checkpoint) if args.checkpoint else out.with_suffix(".ckpt.npz")
-    for target in (out, ckpt, args.metrics and Path(args.metrics), args.plot and Path(args.plot)):
-        if target and not target.parent.is_dir():  # say so before training, not after it
-            raise DplError(f"cannot write {target}: the directory {target.parent} does not exist")
+    resume_path = (Path(args.resume) if args.resume else ckpt) if args.resume is not None else None
+    check_files(args, path, out, ckpt, resume_path)
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise DplError(f"--checkpoint-every takes a number of steps ≥ 1, got {args.checkpoint_every}")
     resume = None
-    if args.resume is not None:
-        resume_path = Path(args.resume) if args.resume else ckpt
+    if resume_path is not None:
         meta, groups = checkpoint.read(resume_path)
         changed = checkpoint.differences(meta["fingerprint"], args)
         if changed:
@@ -608,8 +610,11 @@ def train_command(args, path: Path) -> int:
 
     report = TrainReport()
     digests = {f.resolve(): checkpoint.digest(f) for f in (path, args.params and Path(args.params)) if f}
-    session = Session(report, ckpt, args.checkpoint_every, resume=resume,
-                      fingerprint=lambda it: checkpoint.fingerprint(args, it.loaded_files, digests))
+
+    def fingerprint(it):
+        digests.update(it.data_files)  # the hash of what load() read, not of the file as it is now
+        return checkpoint.fingerprint(args, it.loaded_files | set(it.data_files), digests)
+    session = Session(report, ckpt, args.checkpoint_every, resume=resume, fingerprint=fingerprint)
     trainer = Trainer(args.epochs, report, progress=not args.quiet, log_epochs=args.quiet,
                       on_nonfinite=lambda it: save_params(out, it.params), skip_nonfinite=args.skip_nonfinite,
                       session=session)
@@ -627,6 +632,26 @@ def train_command(args, path: Path) -> int:
         if done_with is not None:  # the run is complete: its checkpoint has nothing left to resume
             done_with.unlink(missing_ok=True)
     return 0
+
+
+def check_files(args, path, out, ckpt, resume_path) -> None:
+    """Before anything runs: no two of the files read and written name the same file (a run that resumes
+    from its own checkpoint excepted), and every output can be written (stale temporary files removed)."""
+    from .paramfile import prepare_output, refuse_same_files
+    ckpt_flag = "--checkpoint" if args.checkpoint else f"the checkpoint {ckpt} (the default of --checkpoint)"
+    out_flag = "--out" if args.out else f"the output {out} (the default of --out)"
+    same_as_ckpt = resume_path is not None and os.path.realpath(resume_path) == os.path.realpath(ckpt)
+    refuse_same_files([("the program", path, False), ("--params", args.params, False),
+                       ("--resume", None if same_as_ckpt else resume_path, True),  # removed when the run ends
+                       (out_flag, out, True), (ckpt_flag, ckpt, True), ("--metrics", args.metrics, True),
+                       ("--plot", args.plot, True)])
+    for flag, target in (("--checkpoint", ckpt), ("--metrics", args.metrics),
+                         ("--plot", args.plot)):
+        if target is not None:
+            prepare_output(target, flag)
+    if args.plot:
+        from .viz import image_format
+        image_format(args.plot, "--plot")
 
 
 def _run(args, path, out, interp, session, loaded) -> None:
@@ -720,7 +745,8 @@ def resume_command(args, ckpt: Path) -> str:
                                  ("--checkpoint", args.checkpoint, None),
                                  ("--checkpoint-every", args.checkpoint_every, None),
                                  ("--max-steps", getattr(args, "max_steps", None), None),
-                                 ("--max-elements", getattr(args, "max_elements", None), None)):
+                                 ("--max-elements", getattr(args, "max_elements", None), None),
+                                 ("--max-nodes", getattr(args, "max_nodes", None), None)):
         if value != default:
             parts += [flag, str(value)]
     for flag in ("partial", "quiet", "skip_nonfinite", "detect_nan", "debug"):

@@ -7,6 +7,7 @@ loop iteration or soft-while step the interpreter had open, see graph.Scope), wh
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
 import shutil
@@ -22,6 +23,7 @@ from . import graph as G
 from .errors import SOURCES, DplError, Span
 from .graph import Graph, raw
 from .record import record as record_call
+from .paramfile import prepare_output, refuse_same_files, write_atomic
 
 RENDERED = (".svg", ".png", ".pdf")
 INSTALL_DOT = ("Graphviz's `dot` program is not installed; install it with `apt install graphviz` (Debian/Ubuntu) "
@@ -417,9 +419,42 @@ def write_graph(rec: Recording, out: str, collapse: bool = False, title: str = "
     elif ext in (".html", ".htm"):
         data = to_html(rec, collapse, title).encode()
     else:
-        raise DplError(f"`-o {out}`: the output format comes from the extension: .svg, .png, .pdf, .dot, .json "
-                       f"or .html")
-    Path(out).write_bytes(data)
+        raise _unknown_graph_format(out)
+    write_atomic(out, data)
+
+
+GRAPH_FORMATS = RENDERED + (".dot", ".gv", ".json", ".html", ".htm")
+
+
+def _unknown_graph_format(out) -> DplError:
+    return DplError(f"`-o {out}`: the output format comes from the extension: .svg, .png, .pdf, .dot, .json or "
+                    f".html")
+
+
+def check_graph_output(out, tuple_text: bool = False) -> None:
+    """Before recording: `out` has a format `write_graph` knows (any name for --format tuple) and can be written."""
+    if not tuple_text and Path(out).suffix.lower() not in GRAPH_FORMATS:
+        raise _unknown_graph_format(out)
+    prepare_output(out, "-o")
+
+
+IMAGE_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
+
+
+def image_format(out, flag: str) -> str:
+    """The matplotlib format of an image file name, from its extension."""
+    fmt = Path(out).suffix.lower().removeprefix(".")
+    if fmt not in IMAGE_FORMATS:
+        raise DplError(f"`{flag} {out}`: the image format comes from the extension: "
+                       f"{', '.join('.' + f for f in IMAGE_FORMATS)}")
+    return fmt
+
+
+def save_figure(fig, out, flag: str) -> None:
+    """Draw the figure in memory, then write it atomically (no empty or half file on a full disk)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=image_format(out, flag))
+    write_atomic(out, buf.getvalue())
 
 
 # ---- attention and training curves (matplotlib, no pyplot: nothing global is touched) ----------------------
@@ -458,7 +493,7 @@ def attention_heatmaps(log, out, limit: int = 24) -> int:
         for axis, size in ((ax.yaxis, a.shape[0]), (ax.xaxis, a.shape[1])):
             axis.set_major_locator(FixedLocator(range(size)) if size <= 16 else MaxNLocator(integer=True))
         fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.savefig(out)
+    save_figure(fig, out, "-o")
     return len(panels)
 
 
@@ -482,7 +517,7 @@ def plot_losses(report, out) -> None:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(out)
+    save_figure(fig, out, "--plot")
 
 
 # ---- the commands ----------------------------------------------------------------------------------------
@@ -505,6 +540,15 @@ def inspect_command(args, path: Path, loaded) -> int:
     stdout holds only what the command prints), evaluate `--args`, then look at one call."""
     from . import Program
     from .interp import Interpreter
+    out = getattr(args, "out", None)
+    if args.command == "attention":
+        out = out or path.with_name(path.stem + ".attention.png")
+    refuse_same_files([("the program", path, False), ("--params", args.params, False), ("-o", out, True)])
+    if args.command == "attention":
+        image_format(out, "-o")
+        prepare_output(out, "-o")
+    elif out:
+        check_graph_output(out, args.format == "tuple")
     interp = Interpreter(mode="run", seed=args.seed, stdout=sys.stderr, loaded_params=loaded)
     interp.run_file(path)
     prog = Program(interp)
@@ -516,7 +560,6 @@ def inspect_command(args, path: Path, loaded) -> int:
     if args.command == "attention":
         interp.attention_log.clear()
         prog.call(args.fn, *call_args)
-        out = args.out or path.with_name(path.stem + ".attention.png")
         n = attention_heatmaps(interp.attention_log, out)
         print(f"{n} attention map{'s' * (n != 1)} written to {out}", file=sys.stderr)
         return 0
@@ -526,7 +569,7 @@ def inspect_command(args, path: Path, loaded) -> int:
         if not args.out:
             sys.stdout.write(text)
             return 0
-        Path(args.out).write_text(text)
+        write_atomic(args.out, text.encode())
     else:
         write_graph(rec, args.out, args.collapse, f"{path.name}: {args.fn}")
     print(f"graph of {args.fn}: {rec.graph.n} nodes, {len(rec.graph.E)} edges, written to {args.out}",

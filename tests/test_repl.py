@@ -176,13 +176,6 @@ def test_graph_prints_and_writes_the_recording(repl, tmp_path, monkeypatch):
     dot = tmp_path / "g.dot"
     repl(f":graph sum(v @ W) -o {dot}")
     assert "digraph" in dot.read_text() and "->" in dot.read_text()
-    monkeypatch.setitem(sys.modules, "dpl.viz", None)  # without dpl.viz: networkx node-link JSON only
-    out2 = tmp_path / "g2.json"
-    repl(f":graph sum(v @ W) -o {out2}")
-    assert len(json.loads(out2.read_text())["nodes"]) == 4
-    repl(f":graph sum(v @ W) -o {tmp_path / 'g2.dot'}")
-    assert "writes .json files here" in repl.err.getvalue()
-    monkeypatch.undo()
     repl(f":graph sum(v) -o {tmp_path / 'g.xyz'}")
     assert "g.xyz" in repl.err.getvalue() and not (tmp_path / "g.xyz").exists()
 

@@ -155,10 +155,12 @@ def test_no_replay_inside_another_recording():
 def test_max_steps_still_counts_replayed_loops():
     prog = dpl.loads("fn f(x) { for i in range(10) { x = x * 1.1 } \n return x }\n")
     interp, f = prog.interp, prog.function("f")
-    interp.max_steps = 45
-    for _ in range(4):
+    record.gradients(interp, f, [np.asarray(1.0)], None, wrt_args=(0,))
+    per_call = interp.steps  # 10 iterations and the call itself
+    interp.max_steps = 4 * per_call + per_call // 2
+    for _ in range(3):
         record.gradients(interp, f, [np.asarray(1.0)], None, wrt_args=(0,))
-    assert plans(interp) and interp.steps == 40
+    assert plans(interp) and interp.steps == 4 * per_call
     with pytest.raises(dpl.DplError, match="loop"):
         record.gradients(interp, f, [np.asarray(1.0)], None, wrt_args=(0,))
 
