@@ -16,6 +16,7 @@ from .errors import DplError
 from .graph import Box, Trace, raw
 from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, to_float
 from .limits import check_broadcast, check_elements
+from .values import List
 
 BUILTINS: dict[str, object] = {}
 
@@ -273,11 +274,12 @@ def transpose(x, perm=None):
 
 
 def _joinable(xs, what):
-    if not isinstance(xs, list):
-        raise DplError(f"`{what}` takes a bracketed list of tensors: {what}([a, b], axis = 0)")
+    if not isinstance(xs, List):
+        raise DplError(f"`{what}` takes a list of tensors: {what}([a, b], axis = 0) or {what}(xs, axis = 0), "
+                       f"got {describe_type(xs)}")
     if not xs:
         raise DplError(f"`{what}` needs at least one tensor")
-    xs = [tensor(x) for x in xs]
+    xs = [tensor(x, f"an item of the list given to `{what}`") for x in xs]
     kinds = {kind(x) for x in xs}
     return [to_float(x) for x in xs] if "f" in kinds else xs
 
@@ -301,7 +303,7 @@ def shape(x):
 
 @builtin("len")
 def len_(x):
-    if isinstance(x, tuple):
+    if isinstance(x, (tuple, List)):
         return np.int64(len(x))
     r = raw(tensor(x))
     if np.ndim(r) == 0:
@@ -605,6 +607,15 @@ def grad(f, argnum=0):
 @builtin()
 def value_and_grad(f, argnum=0):
     return GradFn(f, _grad_args(f, argnum), True)
+
+
+# ---- lists and function transforms (docs/LANGUAGE.md §12) ---------------------------------------------
+
+@builtin(takes_list=True)
+def append(xs, v):
+    if not isinstance(xs, List):
+        raise DplError(f"`append` adds to a list, got {describe_type(xs)}; start one with `xs = []`")
+    return xs.append(v)
 
 
 # ---- soft control flow (LANGUAGE.md §6) -----------------------------------------------------------------

@@ -13,21 +13,26 @@ from .errors import SOURCES, DplError, Span, suggest
 from .graph import Box, Trace, raw
 from .parser import RESERVED, parse
 from .resources import data_dir
+from .values import List
 
 
 # ---- runtime values --------------------------------------------------------------
 
 class Function:
-    """A user `fn`, bound to a module instance when it is one of its functions."""
+    """A user `fn`, bound to a module instance when it is one of its functions; a nested or anonymous one
+    closes over the frame it was declared in (`env`), whose variables it reads as they are when called."""
 
-    __slots__ = ("decl", "instance")
+    __slots__ = ("decl", "instance", "env")
 
-    def __init__(self, decl: A.FnDef, instance=None):
-        self.decl, self.instance = decl, instance
+    def __init__(self, decl: A.FnDef, instance=None, env=None):
+        self.decl, self.instance, self.env = decl, instance, env
 
     @property
     def name(self):
-        return f"{self.instance.name}.{self.decl.name}" if self.instance else self.decl.name
+        name = self.decl.name
+        if name == "fn":  # anonymous: `fn` is reserved, so no declared function has this name
+            name = f"fn at line {self.decl.span.line}" if self.decl.span else "fn"
+        return f"{self.instance.name}.{name}" if self.instance else name
 
     def describe(self):
         return f"<fn {self.name}>"
@@ -66,10 +71,12 @@ class ParamRef:
 
 
 class Frame:
-    __slots__ = ("locals", "instance", "name", "top")
+    """One function call's locals; `parent` is the frame of the function it is nested in."""
 
-    def __init__(self, locals_, instance=None, name="<top level>", top=False):
-        self.locals, self.instance, self.name, self.top = locals_, instance, name, top
+    __slots__ = ("locals", "instance", "name", "top", "parent")
+
+    def __init__(self, locals_, instance=None, name="<top level>", top=False, parent=None):
+        self.locals, self.instance, self.name, self.top, self.parent = locals_, instance, name, top, parent
 
 
 class _Return:
@@ -79,7 +86,7 @@ class _Return:
         self.value = value
 
 
-_ARITH = {"+": ops.add, "-": ops.sub, "*": ops.mul, "/": ops.div, "%": ops.mod, "^": ops.power, "@": ops.matmul}
+_ARITH = {"+": ops.add, "-": ops.sub, "*": ops.mul, "/": ops.div, "//": ops.floordiv, "%": ops.mod, "^": ops.power, "@": ops.matmul}
 _COMPARE = {"<": ops.lt, "<=": ops.le, ">": ops.gt, ">=": ops.ge, "==": ops.eq, "!=": ops.ne}
 NUMERIC_ERRORS = (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError, OverflowError, MemoryError)
 
@@ -114,6 +121,12 @@ def describe_type(v) -> str:
         return f"{article} {what} scalar" if r.ndim == 0 else f"{article} {what} tensor of shape {list(r.shape)}"
     if isinstance(v, tuple):
         return f"a tuple of {len(v)}"
+    if isinstance(v, List):
+        shapes = sorted({np.shape(raw(x)) for x in v if is_tensor(x)})
+        if len(v) and len(shapes) > 1 and all(is_tensor(x) for x in v):
+            return (f"a list of {len(v)} (brackets around tensors of different shapes "
+                    f"{' and '.join(str(list(s)) for s in shapes[:3])} make a list, not a tensor)")
+        return v.describe()
     if isinstance(v, str):
         return "a string"
     if v is None:
@@ -171,6 +184,9 @@ class Interpreter:
         self.steps, self.max_steps = 0, limits.max_steps if max_steps is None else max_steps  # loop iterations
         self.top = Frame(self.globals, top=True)
         self._const: dict[int, tuple] = {}  # literal values by AST node
+        self._nested: dict[int, tuple] = {}  # the `fn` declarations directly in each function body
+        self.owner: tuple | None = None  # (name, frame) of the assignment whose module calls create instances
+        self.instance_counts: dict[str, int] = {}
         self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention
 
     def record_attention(self, span, alpha) -> None:
@@ -278,6 +294,8 @@ class Interpreter:
 
     def eval_shape(self, node, frame) -> tuple:
         v = raw(self.eval(node, frame))
+        if type(v) is List and not v.n:  # `[]`: the empty list is the shape of a scalar
+            return ()
         r = np.asarray(B.to_host(v)) if is_tensor(v) else None
         if r is None or r.ndim > 1 or (r.size and r.dtype.kind not in "iu"):
             raise DplError(f"a shape is a list of integers like [2, 3], got {describe_type(v)}", node.span)
@@ -299,12 +317,19 @@ class Interpreter:
         return self._exec[type(stmt)](self, stmt, frame)
 
     def _assign(self, s: A.Assign, frame):
-        if frame.top and isinstance(s.value, A.Call):
-            f = self.eval(s.value.func, frame)
-            if isinstance(f, ModuleValue):
-                frame.locals[s.target] = self.instantiate(s.target, f, s.value, frame)
-                return None
-        frame.locals[s.target] = self.eval(s.value, frame)
+        if frame.top:
+            frame.locals[s.target] = self.eval_owning(s.target, s.value, frame)
+        else:
+            frame.locals[s.target] = self.eval(s.value, frame)
+
+    def eval_owning(self, name: str, node, frame):
+        """The value of `name = node` at top level or in a module body, where calling a module creates an
+        instance: `name` itself for `name = M(...)`, `name.0`, `name.1`, ... for calls inside the expression."""
+        saved, self.owner = self.owner, (name, frame, node)
+        try:
+            return self.eval(node, frame)
+        finally:
+            self.owner = saved
 
     def _unpack(self, s: A.Unpack, frame):
         v = self.eval(s.value, frame)
@@ -339,11 +364,14 @@ class Interpreter:
 
     def _for(self, s: A.For, frame):
         it = self.eval(s.iter, frame)
-        if not is_tensor(it) or np.ndim(raw(it)) == 0:
-            raise DplError(f"`for` iterates over range(...) or the first axis of a tensor, "
+        if isinstance(it, (List, tuple)):
+            items = iter(it)
+        elif not is_tensor(it) or np.ndim(raw(it)) == 0:
+            raise DplError(f"`for` iterates over range(...), a list, a tuple or the first axis of a tensor, "
                            f"got {describe_type(it)}", s.iter.span)
-        r = raw(it)
-        items = iter(r) if type(it) is not Box else [ops.index(it, key=(i,)) for i in range(len(r))]
+        else:
+            r = raw(it)
+            items = iter(r) if type(it) is not Box else [ops.index(it, key=(i,)) for i in range(len(r))]
         outer = graph.current_scope
         try:
             for k, x in enumerate(items):
@@ -387,7 +415,10 @@ class Interpreter:
             envs.append(branch.locals)
         for name in dict.fromkeys(assigned_names(s.body) + assigned_names(s.orelse)):
             missing = object()
-            a, b = envs[0].get(name, before.get(name, missing)), envs[1].get(name, before.get(name, missing))
+            prior = self.lookup_optional(name, frame)  # a parameter, an instance's or the top level's value
+            prior = missing if prior is None or name in self.builtins and prior is self.builtins[name] else prior
+            a, b = envs[0].get(name, prior), envs[1].get(name, prior)
+            a, b = (self.read_param(v.name) if type(v) is ParamRef else v for v in (a, b))
             if a is missing and b is missing:
                 continue  # bound by neither branch: local to a `soft while` body inside it
             if a is missing or b is missing:
@@ -403,6 +434,9 @@ class Interpreter:
         self.add_steps(int(n), f"the `soft while` loop at {s.span} would run {int(n)} iterations", s.span)
         state = [v for v in assigned_names(s.body) if v in frame.locals]
         cur = dict(frame.locals)
+        for v in state:
+            if type(cur[v]) is ParamRef:
+                cur[v] = self.read_param(cur[v].name)
         states, cs = [{v: cur[v] for v in state}], []
         outer = graph.current_scope
         for k in range(int(n)):
@@ -433,11 +467,11 @@ class Interpreter:
 
     def _declaration_only_at_top(self, s, frame):
         if not frame.top:
-            raise DplError(f"`{type(s).__name__.lower()}` declarations are allowed only at top level", s.span)
+            word = {A.ModuleDef: "module", A.Param: "param", A.Use: "use", A.Import: "import", A.Train: "train"}
+            raise DplError(f"`{word[type(s)]}` declarations are allowed only at top level", s.span)
 
     def _fn_def(self, s: A.FnDef, frame):
-        self._declaration_only_at_top(s, frame)
-        frame.locals[s.name] = Function(s)
+        frame.locals[s.name] = Function(s) if frame.top else Function(s, frame.instance, frame)
 
     def _module_def(self, s: A.ModuleDef, frame):
         self._declaration_only_at_top(s, frame)
@@ -472,13 +506,16 @@ class Interpreter:
 
     # ---- modules ---------------------------------------------------------------------
 
-    def instantiate(self, name: str, mod: ModuleValue, call: A.Call, frame) -> Instance:
+    def instantiate(self, name: str, mod: ModuleValue, args, kwargs, span) -> Instance:
+        """Run a module body: parameters `name.W`, constants, and sub-instances `name.enc` of modules
+        called in its assignments."""
         decl = mod.decl
-        args = [self.eval(a, frame) for a in call.args]
-        kwargs = {k: self.eval(v, frame) for k, v in call.kwargs}
         inst = Instance(name, decl)
-        inst.values.update(bind_args(decl.name, decl.params, args, kwargs, call.span))
+        inst.values.update(bind_args(decl.name, decl.params, args, kwargs, span, decl.defaults))
         scope = Frame(inst.values, inst, f"{decl.name}(...)")
+        for p, d in decl.defaults:
+            if p not in inst.values:
+                inst.values[p] = self.eval(d, scope)
         for stmt in decl.body:
             if isinstance(stmt, A.FnDef):
                 inst.fns[stmt.name] = stmt
@@ -489,8 +526,22 @@ class Interpreter:
                 self.create_param(stmt, scope, full)
                 inst.params[stmt.name] = full
             elif isinstance(stmt, A.Assign):
-                inst.values[stmt.target] = self.eval(stmt.value, scope)
+                inst.values[stmt.target] = self.eval_owning(f"{name}.{stmt.target}", stmt.value, scope)
         return inst
+
+    def new_instance(self, mod: ModuleValue, n: A.Call, frame, args, kwargs) -> Instance:
+        """A module called inside a top-level or module-body assignment creates an instance; elsewhere it is
+        an error (an instance made at every call of a function would have no stable parameter names)."""
+        owner = self.owner
+        if owner is None or owner[1] is not frame:
+            raise DplError(f"module instances are created only in an assignment at top level or in a module "
+                           f"body, as `name = {mod.decl.name}(...)`", n.span)
+        name = owner[0]
+        if owner[2] is not n:  # inside a larger expression: numbered
+            k = self.instance_counts.get(name, 0)
+            self.instance_counts[name] = k + 1
+            name = f"{name}.{k}"
+        return self.instantiate(name, mod, args, kwargs, n.span)
 
     # ---- names -----------------------------------------------------------------------
 
@@ -498,6 +549,12 @@ class Interpreter:
         if name in frame.locals:
             v = frame.locals[name]
             return self.read_param(v.name) if type(v) is ParamRef else v
+        outer = frame.parent
+        while outer is not None:  # the functions this one is nested in, innermost first
+            if name in outer.locals:
+                v = outer.locals[name]
+                return self.read_param(v.name) if type(v) is ParamRef else v
+            outer = outer.parent
         inst = frame.instance
         if inst is not None:
             if name in inst.params:
@@ -513,6 +570,10 @@ class Interpreter:
 
     def visible_names(self, frame):
         names = set(frame.locals) | set(self.globals) | set(self.builtins)
+        outer = frame.parent
+        while outer is not None:
+            names |= set(outer.locals)
+            outer = outer.parent
         if frame.instance is not None:
             names |= set(frame.instance.params) | set(frame.instance.fns) | set(frame.instance.values)
         return names
@@ -625,11 +686,16 @@ class Interpreter:
                 for a in n.args]
         kwargs = {k: self.eval(v, frame) for k, v in n.kwargs}
         graph.set_span(n.span)
+        if isinstance(f, ModuleValue):
+            return self.new_instance(f, n, frame, args, kwargs)
         return self.call(f, args, kwargs, n.span)
 
     def call(self, f, args, kwargs, span):
         from .builtins import Builtin
         if isinstance(f, Builtin):
+            if not f.takes_list and (List in map(type, args) or List in map(type, kwargs.values())):
+                args = [_empty_as_tensor(a) for a in args]  # `[]` where a builtin wants a shape or axes
+                kwargs = {k: _empty_as_tensor(v) for k, v in kwargs.items()}
             return f(self, args, kwargs, span)
         if isinstance(f, Function):
             return self.call_function(f, args, kwargs, span)
@@ -639,7 +705,8 @@ class Interpreter:
                                span)
             return self.call_function(Function(f.fns["call"], f), args, kwargs, span)
         if isinstance(f, ModuleValue):
-            raise DplError(f"module instances are created only at top level, as `name = {f.decl.name}(...)`", span)
+            raise DplError(f"module instances are created only in an assignment at top level or in a module "
+                           f"body, as `name = {f.decl.name}(...)`", span)
         dpl_call = getattr(f, "dpl_call", None)
         if dpl_call is not None:
             return dpl_call(self, args, kwargs, span)
@@ -647,13 +714,15 @@ class Interpreter:
 
     def call_function(self, f: Function, args, kwargs, span):
         decl = f.decl
-        frame = Frame(bind_args(f.name, decl.params, args, kwargs, span), f.instance, f.name)
+        frame = Frame(bind_args(f.name, decl.params, args, kwargs, span, decl.defaults), f.instance, f.name,
+                      parent=f.env)
         self.depth += 1
         outer = graph.enter_scope("call", f.name, span)
         try:
             if self.depth > self.max_depth:
                 raise DplError(f"recursion deeper than {self.max_depth} calls in `{f.name}` "
                                f"(a recursive function without a base case?)", span)
+            self.enter_function(decl, frame)
             r = self.exec_block(decl.body, frame)
         except DplError as e:
             e.called_from(span, f.name)
@@ -667,17 +736,33 @@ class Interpreter:
             graph.leave_scope(outer)
         return r.value if r is not None else None
 
+    def enter_function(self, decl: A.FnDef, frame) -> None:
+        """Defaults left out of the call, evaluated in order in the new frame; `fn` declarations directly in
+        the body are bound before it runs (hoisted, as at top level)."""
+        if decl.defaults and len(frame.locals) < len(decl.params):
+            for p, d in decl.defaults:
+                if p not in frame.locals:
+                    frame.locals[p] = self.eval(d, frame)
+        hit = self._nested.get(id(decl))
+        if hit is None or hit[0] is not decl:
+            hit = self._nested[id(decl)] = (decl, tuple(s for s in decl.body if type(s) is A.FnDef))
+        for s in hit[1]:
+            frame.locals[s.name] = Function(s, frame.instance, frame)
+
     def _index(self, n: A.Index, frame):
         v = self.eval(n.value, frame)
         key = tuple(self.index_item(item, frame) for item in n.items)
         graph.set_span(n.span)
-        if isinstance(v, tuple):
+        if isinstance(v, (tuple, List)):
+            what = "tuple" if isinstance(v, tuple) else "list"
+            if what == "list" and len(key) == 1 and isinstance(key[0], slice):
+                return v[key[0]]
             if len(key) != 1 or not isinstance(key[0], int):
-                raise DplError("a tuple is indexed by one integer", n.span)
+                raise DplError(f"a {what} is indexed by one integer{' or a slice' * (what == 'list')}", n.span)
             try:
                 return v[key[0]]
             except IndexError:
-                raise DplError(f"index {key[0]} is out of range for a tuple of {len(v)}", n.span) from None
+                raise DplError(f"index {key[0]} is out of range for a {what} of {len(v)}", n.span) from None
         if not is_tensor(v):
             raise DplError(f"cannot index {describe_type(v)}", n.value.span)
         if any(getattr(k, "ndim", 0) for k in key):  # an integer or boolean array: a gather can be larger than x
@@ -693,6 +778,8 @@ class Interpreter:
             raise DplError(f"bad index for a tensor of shape {shape_str(v)}: {e}", n.span) from None
 
     def index_item(self, item, frame):
+        if type(item) is A.Ellipsis_:
+            return Ellipsis
         if isinstance(item, A.Slice):
             return slice(*(None if p is None else self.index_int(p, frame) for p in (item.lo, item.hi, item.step)))
         v = self.unguarded(self.eval(item, frame))
@@ -729,19 +816,31 @@ class Interpreter:
         names = set(v.params) | set(v.fns) | set(v.values)
         raise DplError(f"`{v.name}` ({v.decl.name}) has no `{n.name}`{suggest(n.name, names)}", n.span)
 
-    def eval_list(self, n: A.ListLit, frame) -> list:
-        return [self.eval(x, frame) for x in n.items]
+    def eval_list(self, n: A.ListLit, frame) -> List:
+        return List([self.eval(x, frame) for x in n.items])
 
     def _list(self, n: A.ListLit, frame):
-        items = self.eval_list(n, frame)
+        """Brackets around tensors of one shape are a tensor literal (LANGUAGE.md §3); `[]` and brackets
+        around anything else are a list."""
+        items = [self.eval(x, frame) for x in n.items]
         graph.set_span(n.span)
-        return make_tensor(items, n)
+        if items and all(is_tensor(x) for x in items) and len({np.shape(raw(x)) for x in items}) == 1:
+            return make_tensor(items, n)
+        return List(items)
 
     def _tuple(self, n: A.TupleExpr, frame):
         return tuple(self.eval(x, frame) for x in n.items)
 
+    def _lambda(self, n: A.Lambda, frame):
+        return Function(n.fn) if frame.top else Function(n.fn, frame.instance, frame)
+
     _eval = {A.Num: _num, A.Str: _str, A.Bool: _bool, A.Name: _name, A.BinOp: _binop, A.UnOp: _unop,
-             A.Call: _call, A.Index: _index, A.Attr: _attr, A.ListLit: _list, A.TupleExpr: _tuple}
+             A.Call: _call, A.Index: _index, A.Attr: _attr, A.ListLit: _list, A.TupleExpr: _tuple,
+             A.Lambda: _lambda}
+
+
+def _empty_as_tensor(v):
+    return B.xp.zeros((0,), dtype=B.float_dtype) if type(v) is List and not v.n else v
 
 
 def too_deep_or_big(e: BaseException, span) -> DplError:
@@ -807,10 +906,10 @@ def check_matmul(a, b, span):
         raise e.at(span)
 
 
-def bind_args(name, params, args, kwargs, span) -> dict:
+def bind_args(name, params, args, kwargs, span, defaults=()) -> dict:
+    """Arguments by parameter name; parameters with `defaults` may be left out (the caller evaluates them)."""
     if len(args) > len(params):
-        raise DplError(f"`{name}` takes {len(params)} argument{'s' * (len(params) != 1)} "
-                       f"({', '.join(params)}), got {len(args)}", span)
+        raise DplError(f"`{name}` takes {arity(params, defaults)}, got {len(args)}", span)
     bound = dict(zip(params, args))
     for k, v in kwargs.items():
         if k not in params:
@@ -818,11 +917,21 @@ def bind_args(name, params, args, kwargs, span) -> dict:
         if k in bound:
             raise DplError(f"`{name}` got two values for `{k}`", span)
         bound[k] = v
-    missing = [p for p in params if p not in bound]
-    if missing:
-        raise DplError(f"`{name}` takes {len(params)} argument{'s' * (len(params) != 1)} ({', '.join(params)}), "
-                       f"missing {', '.join(f'`{m}`' for m in missing)}", span)
+    if len(bound) < len(params):
+        optional = {p for p, _ in defaults}
+        missing = [p for p in params if p not in bound and p not in optional]
+        if missing:
+            raise DplError(f"`{name}` takes {arity(params, defaults)}, missing "
+                           f"{', '.join(f'`{m}`' for m in missing)}", span)
     return bound
+
+
+def arity(params, defaults=()) -> str:
+    """`2 arguments (x, y)`, `1 to 2 arguments (x, k = ...)`."""
+    least = len(params) - len(defaults)
+    count = f"{least} to {len(params)}" if defaults else str(len(params))
+    shown = [p + " = ..." * any(p == d for d, _ in defaults) for p in params]
+    return f"{count} argument{'s' * (len(params) != 1)} ({', '.join(shown)})"
 
 
 def stdlib_path(name: str, span) -> Path:

@@ -476,6 +476,8 @@ EXPECTED_BUILTINS = {
     "grad", "value_and_grad", "blend", "sgd", "adam", "rmsprop",
     # attention, memory, ODEs, sparse graphs
     "attend", "attention", "read", "address", "write", "odeint", "csr", "adjacency", "dense",
+    # lists and function transforms (issue 10)
+    "append",
 }
 # Python names whose use would let a builtin reach outside DPL (files written, processes, imports, code).
 FORBIDDEN = {"system", "popen", "Popen", "subprocess", "check_output", "spawn", "fork", "remove", "unlink", "rmdir",

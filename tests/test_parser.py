@@ -370,7 +370,7 @@ def test_indexing(src, tree):
 
 def test_empty_index_is_a_syntax_error():
     e = syntax_error("x = a[]")
-    assert e.message == "syntax error: unexpected `]`; expected an expression or `:`"
+    assert e.message == "syntax error: unexpected `]`; expected an expression, `:` or `...`"
     assert pos(e.span) == (1, 7)
 
 
@@ -521,7 +521,7 @@ def test_fn(src, tree):
 
 def test_fn_repeated_parameter():
     e = syntax_error("fn f(x, x) = x")
-    assert e.message == "function `f` has a repeated parameter name"
+    assert e.message == "function `f` has a repeated parameter name `x`"
     assert pos(e.span) == (1, 4)
 
 
