@@ -118,8 +118,9 @@ class _Checker:
                     else:
                         self.node(x, top | inner, top, in_fn=False)
             elif isinstance(s, A.Train):
-                if s.loss not in top:
-                    self.error(f"unknown name `{s.loss}`{suggest(s.loss, top)}", s.span)
+                head = s.loss.split(".")[0]
+                if head not in top:
+                    self.error(f"unknown name `{head}`{suggest(head, top)}", s.span)
                 for e in s.over:
                     self.node(e, top, top, in_fn=False)
                 for x in s.body:

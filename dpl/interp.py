@@ -566,7 +566,15 @@ class Interpreter:
         if name in self.globals:
             v = self.globals[name]
             return self.read_param(v.name) if type(v) is ParamRef else v
-        return self.builtins.get(name)
+        v = self.builtins.get(name)
+        if v is None and "." in name:  # `model.loss` (of `train model.loss`, `--fn model.loss`)
+            head, *path = name.split(".")
+            v = self.lookup_optional(head, frame)
+            for attr in path:
+                if not isinstance(v, Instance) or attr not in set(v.params) | set(v.fns) | set(v.values):
+                    return None
+                v = self.attribute(v, attr, None)
+        return v
 
     def visible_names(self, frame):
         names = set(frame.locals) | set(self.globals) | set(self.builtins)
@@ -807,14 +815,17 @@ class Interpreter:
         v = self.eval(n.value, frame)
         if not isinstance(v, Instance):
             raise DplError(f"`.{n.name}`: only module instances have attributes, got {describe_type(v)}", n.span)
-        if n.name in v.params:
-            return self.read_param(v.params[n.name])
-        if n.name in v.fns:
-            return Function(v.fns[n.name], v)
-        if n.name in v.values:
-            return v.values[n.name]
+        return self.attribute(v, n.name, n.span)
+
+    def attribute(self, v: Instance, name: str, span):
+        if name in v.params:
+            return self.read_param(v.params[name])
+        if name in v.fns:
+            return Function(v.fns[name], v)
+        if name in v.values:
+            return v.values[name]
         names = set(v.params) | set(v.fns) | set(v.values)
-        raise DplError(f"`{v.name}` ({v.decl.name}) has no `{n.name}`{suggest(n.name, names)}", n.span)
+        raise DplError(f"`{v.name}` ({v.decl.name}) has no `{name}`{suggest(name, names)}", span)
 
     def eval_list(self, n: A.ListLit, frame) -> List:
         return List([self.eval(x, frame) for x in n.items])

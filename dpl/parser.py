@@ -191,13 +191,17 @@ class _ToAst(Transformer):
     def import_stmt(self, meta, ch):
         return A.Import(_unquote(ch[0].value), self._span(ch[0]))
 
+    def dotted(self, ch):
+        """`model.loss`: the loss of a `train` block may be any function, named by its path."""
+        return Token("NAME", ".".join(self._name(t) for t in ch), ch[0].start_pos, ch[0].line, ch[0].column)
+
     @v_args(meta=True)
     def train_stmt(self, meta, ch):
         name, *over, body = ch
         for stmt in body:
             if not isinstance(stmt, A.Assign):
                 raise DplError("a train block holds only settings: `optimizer = ...`, `epochs = ...`", stmt.span)
-        return A.Train(self._name(name), tuple(o for o in over if o is not None), body, self._span(name))
+        return A.Train(name.value, tuple(o for o in over if o is not None), body, self._span(name))
 
     # ---- expressions ----
     def binop(self, ch):
