@@ -59,8 +59,38 @@ def _collect(path: Path, programs, errors, span, loading: list):
     loading.pop()
 
 
+def _bound(body) -> set[str]:
+    """Names a block binds, leaving out those whose every assignment reads the name first (`y += x` with no
+    `y` before it can only read an outer `y`)."""
+    reads_first = {}
+    for s in _assignments(body):
+        reads_first[s.target] = reads_first.get(s.target, True) and _reads(s.value, s.target)
+    return set(assigned_names(body)) - {n for n, r in reads_first.items() if r}
+
+
+def _assignments(body):
+    for s in body:
+        if isinstance(s, A.Assign):
+            yield s
+        elif not isinstance(s, (A.FnDef, A.ModuleDef, A.Train)):
+            for block in (getattr(s, "body", None), getattr(s, "orelse", None)):
+                if isinstance(block, tuple):
+                    yield from _assignments(block)
+
+
+def _reads(node, name) -> bool:
+    if isinstance(node, A.Name):
+        return node.id == name
+    if isinstance(node, (A.Lambda, A.FnDef)):
+        return False  # read when called, not when assigned
+    return any(_reads(c, name) for v in vars(node).values() for c in (v if isinstance(v, tuple) else (v,))
+               if isinstance(c, A.Node)) or any(_reads(c[1], name) for v in vars(node).values()
+                                               if isinstance(v, tuple) for c in v
+                                               if isinstance(c, tuple) and len(c) == 2 and isinstance(c[1], A.Node))
+
+
 def _top_names(body) -> set[str]:
-    names = set(assigned_names([s for s in body if not isinstance(s, A.Train)])) | _fn_names(body)
+    names = _bound([s for s in body if not isinstance(s, A.Train)]) | _fn_names(body)
     for s in body:
         if isinstance(s, (A.FnDef, A.ModuleDef, A.Param)):
             names.add(s.name)
@@ -129,7 +159,7 @@ class _Checker:
                 self.node(s, top, top, in_fn=False)
 
     def fn(self, fn: A.FnDef, scope, top):
-        local = set(fn.params) | set(assigned_names(fn.body)) | _fn_names(fn.body)
+        local = set(fn.params) | _bound(fn.body) | _fn_names(fn.body)
         for _, d in fn.defaults:
             self.node(d, scope | set(fn.params), top, in_fn=True)
         for s in fn.body:
