@@ -88,6 +88,7 @@ class _Return:
 
 _ARITH = {"+": ops.add, "-": ops.sub, "*": ops.mul, "/": ops.div, "//": ops.floordiv, "%": ops.mod, "^": ops.power, "@": ops.matmul}
 _COMPARE = {"<": ops.lt, "<=": ops.le, ">": ops.gt, ">=": ops.ge, "==": ops.eq, "!=": ops.ne}
+MAX_INSTANCE_DEPTH = 100  # dots in an instance's name: a module that owns itself stops here
 NUMERIC_ERRORS = (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError, OverflowError, MemoryError)
 
 
@@ -537,6 +538,9 @@ class Interpreter:
             raise DplError(f"module instances are created only in an assignment at top level or in a module "
                            f"body, as `name = {mod.decl.name}(...)`", n.span)
         name = owner[0]
+        if name.count(".") >= MAX_INSTANCE_DEPTH:
+            raise DplError(f"module instances nested more than {MAX_INSTANCE_DEPTH} deep, as in `{name[:60]}...`: "
+                           f"does `{mod.decl.name}` create an instance of itself?", n.span)
         if owner[2] is not n:  # inside a larger expression: numbered
             k = self.instance_counts.get(name, 0)
             self.instance_counts[name] = k + 1
