@@ -489,3 +489,85 @@ def test_one_branch_soft_if_assigning_a_parameter_inside_a_function():
     assert prog.interp.call(prog.interp.attribute(prog.function("m"), "f", None), [np.float64(0.5)], {}, None) \
         == pytest.approx(8.0)
     check_grads(prog, "g", [0.3], argnums=(0,))
+
+
+# ---- function transforms ---------------------------------------------------------------------------------
+
+TRANSFORMS = """\
+fn f(x) = [x[0] ^ 2 * x[1], sin(x[1]) * x[0]]
+x = [1.5, 0.5]
+print(jacobian(f)(x))
+print(vjp(f, x, [1.0, 2.0]), jvp(f, x, [1.0, 2.0]))
+print(hessian(fn(x) = x[0] ^ 2 * x[1] ^ 3)(x))
+print(grad(fn(a, b) = a * b ^ 2, argnum = [0, 1])(3.0, 2.0))
+print(value_and_grad(fn(a, b) = a * b ^ 2, argnum = [0, 1])(3.0, 2.0))
+print(grad(fn(x) = stop_gradient(x) * x)(3.0))
+print(vmap(fn(x) = sum(x ^ 2))(reshape(arange(6), [3, 2])))
+print(vmap(fn(x, w) = x * w, in_axes = [0, "none"])(reshape(arange(6), [3, 2]), 2.0))
+print(vmap(fn(x, y) = (x + y, x - y), in_axes = [1, 0])(reshape(arange(6), [2, 3]), [10, 20, 30]))
+print(grad(fn(x) = sum(jvp(fn(y) = y ^ 3, x, ones([2]))))(x))
+"""
+
+
+def test_function_transforms_exact():
+    s, c = float(np.sin(0.5)), float(np.cos(0.5))
+    assert run(TRANSFORMS).splitlines() == [
+        f"[[1.5, 2.25], [{s!r}, {1.5 * c!r}]]",
+        f"[{1.5 + 2 * s!r}, {2.25 + 2 * 1.5 * c!r}] [6.0, {s + 2 * 1.5 * c!r}]",
+        "[[0.25, 2.25], [2.25, 6.75]]",
+        "(4.0, 12.0)",
+        "(12.0, (4.0, 12.0))",
+        "3.0",
+        "[1, 13, 41]",
+        "[[0.0, 2.0], [4.0, 6.0], [8.0, 10.0]]",
+        "([[10, 13], [21, 24], [32, 35]], [[-10, -7], [-19, -16], [-28, -25]])",
+        "[9.0, 3.0]",
+    ]
+
+
+def test_transforms_against_finite_differences():
+    from conftest import numeric_grad
+    prog = load("""
+        fn f(x) = tanh(x[0] * x ^ 2 + sin(x))
+        fn s(x) = sum(exp(x[1] * x) * x[0])
+        fn jac(x) = jacobian(f)(x)
+        fn hes(x) = hessian(s)(x)
+        fn jv(x, v) = jvp(f, x, v)
+        fn vj(x, v) = vjp(f, x, v)
+        fn vm(xs) = vmap(f)(xs)
+        fn loss_jac(x) = sum(jacobian(f)(x) ^ 2)
+        fn loss_vmap(xs) = sum(vmap(fn(x) = f(x) * x[0])(xs))
+    """)
+    x = np.array([0.3, -0.7, 1.1])
+    v = np.array([0.5, 2.0, -1.0])
+    J = prog.call("jac", x)
+    np.testing.assert_allclose(J, np.stack([numeric_grad(lambda y, i=i: prog.call("f", y)[i], x) for i in range(3)]),
+                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(prog.call("hes", x), np.stack([numeric_grad(
+        lambda y, i=i: prog.grad("s")(y)[i], x) for i in range(3)]), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(prog.call("jv", x, v), J @ v, rtol=1e-12)
+    np.testing.assert_allclose(prog.call("vj", x, v), v @ J, rtol=1e-12)
+    xs = np.array([[0.3, -0.7, 1.1], [1.0, 0.2, -0.4]])
+    np.testing.assert_allclose(prog.call("vm", xs), np.stack([prog.call("f", r) for r in xs]), rtol=1e-12)
+    check_grads(prog, "loss_jac", [x], argnums=(0,))  # second order through jacobian
+    check_grads(prog, "loss_vmap", [xs], argnums=(0,))
+    prog2 = load("fn f(x) = tanh(x[0] * x ^ 2 + sin(x))\nfn g(x, v) = sum(jvp(f, x, v) ^ 2)\n")
+    check_grads(prog2, "g", [x, v], argnums=(0, 1))  # through the double-VJP
+
+
+@pytest.mark.parametrize("src, message", [
+    ("print(grad(fn(x) = x * ones([2]))(1.0))\n",
+     "prog.dpl:1:7: grad needs a function returning a 0-d float value, got a float tensor of shape [2]; for a tensor "
+     "result, jacobian(f) gives every derivative"),
+    ("print(jacobian(3.0))\n", "prog.dpl:1:7: `jacobian` takes a function, got a float scalar"),
+    ("print(vjp(fn(x) = x * 2.0, [1.0, 2.0], [1.0]))\n",
+     "prog.dpl:1:7: `v` has shape [1], but f(x) has shape [2]"),
+    ("print(jvp(fn(x) = x > 0.0, 1.0, 1.0))\n",
+     "prog.dpl:1:7: `jvp` needs a function returning a float tensor, got a boolean scalar"),
+    ("print(vmap(fn(x, y) = x)(ones([2]), ones([3])))\n",
+     "prog.dpl:1:7: `vmap`: the mapped axes must have one size, got [2, 3]"),
+    ("print(vmap(fn(x) = x, in_axes = 2)(ones([2])))\n",
+     "prog.dpl:1:7: `vmap`: axis 2 is out of range for an argument of shape [2]"),
+])
+def test_transform_errors(src, message):
+    assert first_line(error_of(src)) == message

@@ -477,7 +477,7 @@ EXPECTED_BUILTINS = {
     # attention, memory, ODEs, sparse graphs
     "attend", "attention", "read", "address", "write", "odeint", "csr", "adjacency", "dense",
     # lists and function transforms (issue 10)
-    "append",
+    "append", "jacobian", "hessian", "jvp", "vjp", "stop_gradient", "vmap",
 }
 # Python names whose use would let a builtin reach outside DPL (files written, processes, imports, code).
 FORBIDDEN = {"system", "popen", "Popen", "subprocess", "check_output", "spawn", "fork", "remove", "unlink", "rmdir",

@@ -192,6 +192,7 @@ SPEC: dict[str, Row] = {
     # no derivative
     "lt": nodiff(2, real, np.less),
     "floordiv": nodiff(2, real, np.floor_divide),
+    "stop_gradient": nodiff(1, real, lambda x: x),
     "le": nodiff(2, ints, np.less_equal),
     "gt": nodiff(2, real, np.greater),
     "ge": nodiff(2, ints, np.greater_equal),
