@@ -17,6 +17,8 @@ def _common(p):
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     p.add_argument("--max-steps", type=int, metavar="N", help="most hard-loop iterations in total (default 10000000)")
     p.add_argument("--max-elements", type=int, metavar="N", help="most elements of one tensor (default 2**31)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="bind the literal VALUE at the first top-level assignment to NAME (repeatable)")
 
 
 def _inspection(sub):
@@ -161,7 +163,7 @@ def _dispatch(args) -> int:
         from .viz import inspect_command
         return inspect_command(args, path, loaded)
 
-    interp = Interpreter(mode="run", seed=args.seed, loaded_params=loaded)
+    interp = Interpreter(mode="run", seed=args.seed, loaded_params=loaded, overrides=args.set)
     interp.run_file(path)
     if loaded is not None:
         loaded.check()  # every difference between the file and the declared parameters, together

@@ -165,7 +165,7 @@ class Interpreter:
     """Runs DPL programs. mode "run" skips `train` blocks; "train" hands them to `trainer`."""
 
     def __init__(self, mode="run", seed=0, stdout=None, loaded_params=None, trainer=None, max_depth=400,
-                 max_steps=None):
+                 max_steps=None, overrides=None):
         from .builtins import BUILTINS, CONSTANTS
         self.builtins = dict(BUILTINS, **{k: B.float_dtype.type(v) for k, v in CONSTANTS.items()})
         self.mode = mode
@@ -188,6 +188,8 @@ class Interpreter:
         self._nested: dict[int, tuple] = {}  # the `fn` declarations directly in each function body
         self.owner: tuple | None = None  # (name, frame) of the assignment whose module calls create instances
         self.instance_counts: dict[str, int] = {}
+        self.overrides = parse_overrides(overrides or [])  # `--set NAME=VALUE`: name -> literal AST
+        self.main_file: str | None = None
         self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention
 
     def record_attention(self, span, alpha) -> None:
@@ -204,6 +206,9 @@ class Interpreter:
         self.run_program(parse(text, str(path)), path)
 
     def run_program(self, program: A.Program, path: Path | None = None) -> None:
+        if self.main_file is None:
+            self.main_file = program.file
+            check_overrides(self.overrides, program)
         key = path.resolve() if path else None
         if key:
             self.loaded_files.add(key)
@@ -319,7 +324,10 @@ class Interpreter:
 
     def _assign(self, s: A.Assign, frame):
         if frame.top:
-            frame.locals[s.target] = self.eval_owning(s.target, s.value, frame)
+            value = s.value
+            if s.target in self.overrides and s.span.file == self.main_file:
+                value = self.overrides.pop(s.target)  # the first top-level assignment binds the --set value
+            frame.locals[s.target] = self.eval_owning(s.target, value, frame)
         else:
             frame.locals[s.target] = self.eval(s.value, frame)
 
@@ -852,6 +860,39 @@ class Interpreter:
     _eval = {A.Num: _num, A.Str: _str, A.Bool: _bool, A.Name: _name, A.BinOp: _binop, A.UnOp: _unop,
              A.Call: _call, A.Index: _index, A.Attr: _attr, A.ListLit: _list, A.TupleExpr: _tuple,
              A.Lambda: _lambda}
+
+
+def parse_overrides(items) -> dict:
+    """`--set NAME=VALUE` items: NAME -> the literal VALUE parsed as DPL (a number, string, boolean, bracket,
+    tuple, or a negated number)."""
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise DplError(f"--set takes NAME=VALUE, got `{item}`")
+        body = parse(text, f"--set {name}").body
+        if len(body) != 1 or not isinstance(body[0], A.ExprStmt) or not _literal(body[0].expr):
+            raise DplError(f"--set {name}: the value must be a DPL literal such as 3, 0.5, \"adam\", true or [1, 2], "
+                           f"got `{text}`")
+        out[name] = body[0].expr
+    return out
+
+
+def _literal(n) -> bool:
+    if isinstance(n, (A.Num, A.Str, A.Bool)):
+        return True
+    if isinstance(n, A.UnOp):
+        return n.op == "-" and isinstance(n.operand, A.Num)
+    return isinstance(n, (A.ListLit, A.TupleExpr)) and all(_literal(x) for x in n.items)
+
+
+def check_overrides(overrides: dict, program: A.Program) -> None:
+    settable = list(dict.fromkeys(s.target for s in program.body if isinstance(s, A.Assign)))
+    for name in overrides:
+        if name not in settable:
+            raise DplError(f"--set {name}: the program has no top-level assignment to `{name}`"
+                           f"{suggest(name, settable)}; names that can be set: {', '.join(settable) or 'none'}")
 
 
 def _empty_as_tensor(v):

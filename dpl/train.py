@@ -562,7 +562,8 @@ def train_command(args, path: Path) -> int:
     trainer = Trainer(args.epochs, report, progress=not args.quiet, log_epochs=args.quiet,
                       on_nonfinite=lambda it: save_params(out, it.params), skip_nonfinite=args.skip_nonfinite,
                       session=session)
-    interp = Interpreter(mode="train", seed=args.seed, loaded_params=loaded, trainer=trainer)
+    interp = Interpreter(mode="train", seed=args.seed, loaded_params=loaded, trainer=trainer,
+                         overrides=getattr(args, "set", None))
     handlers = _catch_signals(session)
     try:
         try:

@@ -571,3 +571,38 @@ def test_transforms_against_finite_differences():
 ])
 def test_transform_errors(src, message):
     assert first_line(error_of(src)) == message
+
+
+# ---- the command line: --set, --fn instance.fn --------------------------------------------------------------
+
+def test_set_binds_the_first_top_level_assignment(tmp_path, capsys):
+    from dpl.cli import main
+    p = tmp_path / "s.dpl"
+    p.write_text('lr = 0.1\nn = 3\nname = "a"\nprint(lr, n, name)\nlr = 5\nprint(lr)\n')
+    assert main(["run", str(p), "--set", "lr=0.5", "--set", 'name="b"', "--set", "n=-2"]) == 0
+    assert capsys.readouterr().out == "0.5 -2 b\n5\n"
+    assert main(["run", str(p), "--set", "lx=1"]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == \
+        "dpl: error: --set lx: the program has no top-level assignment to `lx`; names that can be set: lr, n, name"
+    assert main(["run", str(p), "--set", "lr=foo"]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == ('dpl: error: --set lr: the value must be a DPL literal such as '
+                                                       '3, 0.5, "adam", true or [1, 2], got `foo`')
+
+
+def test_set_under_train(tmp_path, capsys):
+    from dpl.cli import main
+    p = tmp_path / "t.dpl"
+    p.write_text("param w: [] = 0.0\nn = 1\nfn loss() = (w - 2.0) ^ 2\ntrain loss {\n    epochs = n\n"
+                 "    optimizer = sgd(lr = 0.25)\n}\nprint(w)\n")
+    assert main(["train", str(p), "--quiet", "--out", str(tmp_path / "t.npz"), "--set", "n=2"]) == 0
+    assert capsys.readouterr().out == "1.5\n"  # w ← w − 0.25·2(w − 2): 0 → 1 → 1.5
+
+
+def test_graph_and_gradcheck_take_instance_functions(tmp_path, capsys):
+    from dpl.cli import main
+    p = tmp_path / "s2s.dpl"
+    p.write_text(S2S)
+    assert main(["gradcheck", str(p), "--fn", "s2s.call", "--args", "ones([2, 2])"]) == 0
+    assert "s2s.blocks.1.W" in capsys.readouterr().out
+    assert main(["graph", str(p), "--fn", "s2s", "--args", "ones([2, 2])", "--format", "tuple"]) == 0
+    assert "s2s.enc.W" in capsys.readouterr().out
