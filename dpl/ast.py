@@ -215,12 +215,14 @@ class Param(Node):
 @dataclass(frozen=True)
 class Use(Node):
     name: str
+    alias: str | None = None  # `use nn as nn`: its names as `nn.Dense` only
     span: Span = _span()
 
 
 @dataclass(frozen=True)
 class Import(Node):
     path: str
+    alias: str | None = None
     span: Span = _span()
 
 

@@ -94,6 +94,8 @@ def _top_names(body) -> set[str]:
     for s in body:
         if isinstance(s, (A.FnDef, A.ModuleDef, A.Param)):
             names.add(s.name)
+        elif isinstance(s, (A.Use, A.Import)) and s.alias:
+            names.add(s.alias)
     return names
 
 

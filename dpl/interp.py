@@ -22,10 +22,12 @@ class Function:
     """A user `fn`, bound to a module instance when it is one of its functions; a nested or anonymous one
     closes over the frame it was declared in (`env`), whose variables it reads as they are when called."""
 
-    __slots__ = ("decl", "instance", "env")
+    __slots__ = ("decl", "instance", "env", "globals")
 
-    def __init__(self, decl: A.FnDef, instance=None, env=None):
+    def __init__(self, decl: A.FnDef, instance=None, env=None, globals_=None):
         self.decl, self.instance, self.env = decl, instance, env
+        # the top-level names of the file it is declared in (None: the main program's)
+        self.globals = globals_ if globals_ is not None or instance is None else instance.globals
 
     @property
     def name(self):
@@ -39,10 +41,10 @@ class Function:
 
 
 class ModuleValue:
-    __slots__ = ("decl",)
+    __slots__ = ("decl", "globals")
 
-    def __init__(self, decl):
-        self.decl = decl
+    def __init__(self, decl, globals_=None):
+        self.decl, self.globals = decl, globals_
 
     def describe(self):
         return f"<module {self.decl.name}>"
@@ -51,14 +53,26 @@ class ModuleValue:
 class Instance:
     """A module instance: its arguments, constants, parameters (`name.W`) and functions."""
 
-    def __init__(self, name: str, decl: A.ModuleDef):
-        self.name, self.decl = name, decl
+    def __init__(self, name: str, decl: A.ModuleDef, globals_=None):
+        self.name, self.decl, self.globals = name, decl, globals_
         self.values: dict = {}   # module arguments and constants
         self.params: dict[str, str] = {}  # local name -> full parameter name
         self.fns: dict[str, A.FnDef] = {}
 
     def describe(self):
         return f"<{self.decl.name} instance {self.name}>"
+
+
+class Namespace:
+    """`use nn as nn`, `import "x.dpl" as x`: a file's top-level names, read as `nn.Dense`."""
+
+    __slots__ = ("name", "globals")
+
+    def __init__(self, name, globals_):
+        self.name, self.globals = name, globals_
+
+    def describe(self):
+        return f"<names of {self.name}>"
 
 
 class ParamRef:
@@ -71,12 +85,18 @@ class ParamRef:
 
 
 class Frame:
-    """One function call's locals; `parent` is the frame of the function it is nested in."""
+    """One function call's locals; `parent` is the frame of the function it is nested in, `globals` the
+    top-level names of the file its code is written in (None: the main program's)."""
 
-    __slots__ = ("locals", "instance", "name", "top", "parent")
+    __slots__ = ("locals", "instance", "name", "top", "parent", "globals")
 
-    def __init__(self, locals_, instance=None, name="<top level>", top=False, parent=None):
+    def __init__(self, locals_, instance=None, name="<top level>", top=False, parent=None, globals_=None):
         self.locals, self.instance, self.name, self.top, self.parent = locals_, instance, name, top, parent
+        self.globals = globals_
+
+    def branch(self, locals_):
+        """A frame for a soft branch or soft-loop step: other locals, the same surroundings."""
+        return Frame(locals_, self.instance, self.name, False, self.parent, self.globals)
 
 
 class _Return:
@@ -190,6 +210,9 @@ class Interpreter:
         self.instance_counts: dict[str, int] = {}
         self.overrides = parse_overrides(overrides or [])  # `--set NAME=VALUE`: name -> literal AST
         self.main_file: str | None = None
+        self._own: dict[str, set] = {}
+        self.files: dict[Path, dict] = {}  # the top-level names of each file loaded by `use` or `import`
+        self.brought: dict[int, dict] = {}  # id(importer's names) -> {name: the file that brought it}
         self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention
 
     def record_attention(self, span, alpha) -> None:
@@ -205,7 +228,8 @@ class Interpreter:
             text = read_source(path)
         self.run_program(parse(text, str(path)), path)
 
-    def run_program(self, program: A.Program, path: Path | None = None) -> None:
+    def run_program(self, program: A.Program, path: Path | None = None, names: dict | None = None) -> None:
+        """Run a file's statements; an imported file (`names` given) in its own top-level scope."""
         if self.main_file is None:
             self.main_file = program.file
             check_overrides(self.overrides, program)
@@ -213,36 +237,63 @@ class Interpreter:
         if key:
             self.loaded_files.add(key)
             self.loading.append(key)
+        top = self.top if names is None else Frame(names, top=True, globals_=names)
+        body = program.body
+        self._own[program.file] = set(assigned_names([s for s in body if not isinstance(s, A.Train)])) | \
+            {s.name for s in body if isinstance(s, (A.FnDef, A.ModuleDef, A.Param))}
         try:
             with limits.deep_stack():
-                self.hoist(program.body)
+                self.hoist(program.body, names)
                 for stmt in program.body:  # the parser has rejected `return` outside functions
                     try:
-                        self.exec_stmt(stmt, self.top)
+                        self.exec_stmt(stmt, top)
                     except (RecursionError, MemoryError) as e:  # no DPL call around it to report it
                         raise too_deep_or_big(e, stmt.span) from None
         finally:
             if key:
                 self.loading.pop()
 
-    def hoist(self, body) -> None:
+    def hoist(self, body, names=None) -> None:
         """`fn` and `module` declarations are visible throughout their file."""
+        target = self.globals if names is None else names
         for stmt in body:
             if isinstance(stmt, A.FnDef):
-                self.globals[stmt.name] = Function(stmt)
+                target[stmt.name] = Function(stmt, globals_=names)
             elif isinstance(stmt, A.ModuleDef):
-                self.globals[stmt.name] = ModuleValue(stmt)
+                target[stmt.name] = ModuleValue(stmt, names)
 
-    def load_dpl(self, path: Path, span: Span) -> None:
+    def load_dpl(self, path: Path, span: Span) -> dict:
+        """The top-level names of the file at `path`, running it the first time it is loaded."""
         key = path.resolve()
         if key in self.loading:
             chain = " -> ".join(p.name for p in self.loading[self.loading.index(key):] + [key])
             raise DplError(f"import cycle: {chain}", span)
-        if key in self.loaded_files:
-            return
+        if key in self.files:
+            return self.files[key]
         if not path.is_file():
             raise DplError(f"cannot import `{path}`: no such file", span)
-        self.run_file(path)
+        names = self.files[key] = {}
+        self.run_program(parse(read_source(path), str(path)), path, names)
+        return names
+
+    def bring_in(self, names: dict, what: str, frame, span) -> None:
+        """`use`/`import` without `as`: the file's public names (not starting with `_`) join the importer's
+        top level, except the names the importer declares or assigns itself; the same name from two files
+        is an error."""
+        target = frame.locals
+        own = self._own.get(span.file, ())
+        brought = self.brought.setdefault(id(target), {})
+        for name, v in names.items():
+            if name.startswith("_") or name in own:
+                continue
+            if name in brought and brought[name][0] != what and target.get(name) is not v:
+                raise DplError(f"`{name}` is defined both by {brought[name][0]} and by {what}; load one of them "
+                               f"with a name, as `use nn as nn` or `import \"lib.dpl\" as lib`, and write `nn.{name}`",
+                               span)
+            brought.setdefault(name, (what, v))
+            target[name] = v
+
+
 
     # ---- parameters -----------------------------------------------------------------
 
@@ -419,7 +470,7 @@ class Interpreter:
         before = frame.locals
         envs = []
         for body in (s.body, s.orelse):
-            branch = Frame(dict(before), frame.instance, frame.name)
+            branch = frame.branch(dict(before))
             self.exec_block(body, branch)  # the parser has rejected `return` inside soft control flow
             envs.append(branch.locals)
         for name in dict.fromkeys(assigned_names(s.body) + assigned_names(s.orelse)):
@@ -449,7 +500,7 @@ class Interpreter:
         states, cs = [{v: cur[v] for v in state}], []
         outer = graph.current_scope
         for k in range(int(n)):
-            body = Frame(dict(cur), frame.instance, frame.name)
+            body = frame.branch(dict(cur))
             graph.enter_scope("step", f"soft while step {k + 1}", s.span)
             try:
                 cs.append(self.eval(s.p, body))
@@ -480,11 +531,11 @@ class Interpreter:
             raise DplError(f"`{word[type(s)]}` declarations are allowed only at top level", s.span)
 
     def _fn_def(self, s: A.FnDef, frame):
-        frame.locals[s.name] = Function(s) if frame.top else Function(s, frame.instance, frame)
+        frame.locals[s.name] = Function(s, frame.instance, None if frame.top else frame, frame.globals)
 
     def _module_def(self, s: A.ModuleDef, frame):
         self._declaration_only_at_top(s, frame)
-        frame.locals[s.name] = ModuleValue(s)
+        frame.locals[s.name] = ModuleValue(s, frame.globals)
 
     def _param(self, s: A.Param, frame):
         self._declaration_only_at_top(s, frame)
@@ -493,7 +544,7 @@ class Interpreter:
 
     def _use(self, s: A.Use, frame):
         self._declaration_only_at_top(s, frame)
-        self.load_dpl(stdlib_path(s.name, s.span), s.span)
+        self.bring(self.load_dpl(stdlib_path(s.name, s.span), s.span), s.name, s.alias, frame, s.span)
 
     def _import(self, s: A.Import, frame):
         self._declaration_only_at_top(s, frame)
@@ -502,7 +553,13 @@ class Interpreter:
             raise DplError(f"`import` loads DPL programs (.dpl files), not `{s.path}`", s.span)
         if not path.is_absolute():
             path = Path(s.span.file).parent / path
-        self.load_dpl(path, s.span)
+        self.bring(self.load_dpl(path, s.span), f'"{s.path}"', s.alias, frame, s.span)
+
+    def bring(self, names, what, alias, frame, span):
+        if alias is None:
+            self.bring_in(names, what, frame, span)
+        else:
+            frame.locals[alias] = Namespace(what, names)
 
     def _train(self, s: A.Train, frame):
         self._declaration_only_at_top(s, frame)
@@ -519,9 +576,9 @@ class Interpreter:
         """Run a module body: parameters `name.W`, constants, and sub-instances `name.enc` of modules
         called in its assignments."""
         decl = mod.decl
-        inst = Instance(name, decl)
+        inst = Instance(name, decl, mod.globals)
         inst.values.update(bind_args(decl.name, decl.params, args, kwargs, span, decl.defaults))
-        scope = Frame(inst.values, inst, f"{decl.name}(...)")
+        scope = Frame(inst.values, inst, f"{decl.name}(...)", globals_=mod.globals)
         for p, d in decl.defaults:
             if p not in inst.values:
                 inst.values[p] = self.eval(d, scope)
@@ -575,21 +632,25 @@ class Interpreter:
                 return Function(inst.fns[name], inst)
             if name in inst.values:
                 return inst.values[name]
-        if name in self.globals:
-            v = self.globals[name]
+        names = self.globals if frame.globals is None else frame.globals
+        if name in names:
+            v = names[name]
             return self.read_param(v.name) if type(v) is ParamRef else v
         v = self.builtins.get(name)
         if v is None and "." in name:  # `model.loss` (of `train model.loss`, `--fn model.loss`)
             head, *path = name.split(".")
             v = self.lookup_optional(head, frame)
             for attr in path:
+                if isinstance(v, Namespace) and attr in v.globals:
+                    v = self.member(v, attr, None)
+                    continue
                 if not isinstance(v, Instance) or attr not in set(v.params) | set(v.fns) | set(v.values):
                     return None
                 v = self.attribute(v, attr, None)
         return v
 
     def visible_names(self, frame):
-        names = set(frame.locals) | set(self.globals) | set(self.builtins)
+        names = set(frame.locals) | set(self.globals if frame.globals is None else frame.globals) | set(self.builtins)
         outer = frame.parent
         while outer is not None:
             names |= set(outer.locals)
@@ -620,7 +681,7 @@ class Interpreter:
     def _name(self, n: A.Name, frame):
         v = self.lookup_optional(n.id, frame)
         if v is None:
-            if n.id in frame.locals or n.id in self.globals:  # bound to the result of a call that returned nothing
+            if n.id in frame.locals or n.id in (self.globals if frame.globals is None else frame.globals):  # bound to the result of a call that returned nothing
                 raise DplError(f"`{n.id}` has no value: it was assigned the result of a function that returned "
                                f"nothing", n.span)
             raise DplError(f"unknown name `{n.id}`{suggest(n.id, self.visible_names(frame))}", n.span)
@@ -735,7 +796,7 @@ class Interpreter:
     def call_function(self, f: Function, args, kwargs, span):
         decl = f.decl
         frame = Frame(bind_args(f.name, decl.params, args, kwargs, span, decl.defaults), f.instance, f.name,
-                      parent=f.env)
+                      parent=f.env, globals_=f.globals)
         self.depth += 1
         outer = graph.enter_scope("call", f.name, span)
         try:
@@ -767,7 +828,7 @@ class Interpreter:
         if hit is None or hit[0] is not decl:
             hit = self._nested[id(decl)] = (decl, tuple(s for s in decl.body if type(s) is A.FnDef))
         for s in hit[1]:
-            frame.locals[s.name] = Function(s, frame.instance, frame)
+            frame.locals[s.name] = Function(s, frame.instance, frame, frame.globals)
 
     def _index(self, n: A.Index, frame):
         v = self.eval(n.value, frame)
@@ -825,9 +886,18 @@ class Interpreter:
 
     def _attr(self, n: A.Attr, frame):
         v = self.eval(n.value, frame)
+        if isinstance(v, Namespace):
+            return self.member(v, n.name, n.span)
         if not isinstance(v, Instance):
             raise DplError(f"`.{n.name}`: only module instances have attributes, got {describe_type(v)}", n.span)
         return self.attribute(v, n.name, n.span)
+
+    def member(self, ns: Namespace, name: str, span):
+        if name not in ns.globals or name.startswith("_"):
+            public = [k for k in ns.globals if not k.startswith("_")]
+            raise DplError(f"{ns.name} has no `{name}`{suggest(name, public)}", span)
+        v = ns.globals[name]
+        return self.read_param(v.name) if type(v) is ParamRef else v
 
     def attribute(self, v: Instance, name: str, span):
         if name in v.params:
@@ -855,7 +925,7 @@ class Interpreter:
         return tuple(self.eval(x, frame) for x in n.items)
 
     def _lambda(self, n: A.Lambda, frame):
-        return Function(n.fn) if frame.top else Function(n.fn, frame.instance, frame)
+        return Function(n.fn, frame.instance, None if frame.top else frame, frame.globals)
 
     _eval = {A.Num: _num, A.Str: _str, A.Bool: _bool, A.Name: _name, A.BinOp: _binop, A.UnOp: _unop,
              A.Call: _call, A.Index: _index, A.Attr: _attr, A.ListLit: _list, A.TupleExpr: _tuple,

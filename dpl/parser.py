@@ -185,11 +185,12 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def use_stmt(self, meta, ch):
-        return A.Use(self._name(ch[0]), self._span(ch[0]))
+        return A.Use(self._name(ch[0]), self._name(ch[1]) if ch[1] is not None else None, span=self._span(ch[0]))
 
     @v_args(meta=True)
     def import_stmt(self, meta, ch):
-        return A.Import(_unquote(ch[0].value), self._span(ch[0]))
+        return A.Import(_unquote(ch[0].value), self._name(ch[1]) if ch[1] is not None else None,
+                        span=self._span(ch[0]))
 
     def dotted(self, ch):
         """`model.loss`: the loss of a `train` block may be any function, named by its path."""
