@@ -14,20 +14,47 @@ from .parser import parse
 def check_file(path) -> list[DplError]:
     """Every unknown name in the program and the files it uses or imports (flow-insensitively: no false alarms)."""
     programs: dict[Path, A.Program] = {}
+    imports: dict[Path, list] = {}  # each file's `use`/`import` statements: (statement, the file's key, what)
     errors: list[DplError] = []
     with deep_stack():  # the parser bounds how deeply a program nests; Python's default stack is shallower
-        _collect(Path(path), programs, errors, None, [])
-        user: set[str] = set()
-        for prog in programs.values():
-            user |= _top_names(prog.body)
-        top = user | set(BUILTINS) | set(CONSTANTS)
-        checker = _Checker(errors, _signatures(programs.values()), user)
-        for prog in programs.values():
-            checker.body(prog.body, top)
+        _collect(Path(path), programs, imports, errors, None, [])
+        own = {key: _top_names(prog.body) for key, prog in programs.items()}
+        sigs = _signatures(programs.values())
+        for key, prog in programs.items():
+            user = own[key] | _brought(key, own, imports, errors)
+            _Checker(errors, sigs, user).body(prog.body, user | set(BUILTINS) | set(CONSTANTS))
     return errors
 
 
-def _collect(path: Path, programs, errors, span, loading: list):
+def _exports(key, own, imports, seen=()) -> dict:
+    """A file's public names, each with the file that defines it (its own, then those its imports bring)."""
+    out = {}
+    for stmt, k, _ in imports.get(key, ()):
+        if stmt.alias is None and k in own and k not in seen:
+            for name, origin in _exports(k, own, imports, seen + (key,)).items():
+                out.setdefault(name, origin)
+    out.update({n: key for n in own.get(key, ()) if not n.startswith("_")})
+    return out
+
+
+def _brought(key, own, imports, errors) -> set:
+    """The names a file's unqualified imports bring in; one name from two files is an error, as at run time."""
+    brought: dict[str, tuple] = {}
+    for stmt, k, what in imports.get(key, ()):
+        if stmt.alias is not None or k not in own:
+            continue
+        for name, origin in _exports(k, own, imports, (key,)).items():
+            if name in own[key]:
+                continue
+            if name in brought and brought[name][1] != origin and brought[name][0] != what:
+                errors.append(DplError(f"`{name}` is defined both by {brought[name][0]} and by {what}; load one "
+                                       f"of them with a name, as `use nn as nn` or `import \"lib.dpl\" as lib`, "
+                                       f"and write `nn.{name}`", stmt.span))
+            brought.setdefault(name, (what, origin))
+    return set(brought)
+
+
+def _collect(path: Path, programs, imports, errors, span, loading: list):
     key = path.resolve()
     if key in loading:
         chain = " -> ".join(p.name for p in loading[loading.index(key):] + [key])
@@ -44,18 +71,24 @@ def _collect(path: Path, programs, errors, span, loading: list):
         errors.append(e)
         return
     loading.append(key)
+    mine = imports[key] = []
     for stmt in prog.body:
         if isinstance(stmt, A.Use):
             try:
-                _collect(stdlib_path(stmt.name, stmt.span), programs, errors, stmt.span, loading)
+                p = stdlib_path(stmt.name, stmt.span)
             except DplError as e:
                 errors.append(e)
+                continue
+            mine.append((stmt, p.resolve(), stmt.name))
+            _collect(p, programs, imports, errors, stmt.span, loading)
         elif isinstance(stmt, A.Import):
             p = Path(stmt.path)
             if p.suffix != ".dpl":
                 errors.append(DplError(f"`import` loads DPL programs (.dpl files), not `{stmt.path}`", stmt.span))
                 continue
-            _collect(p if p.is_absolute() else path.parent / p, programs, errors, stmt.span, loading)
+            p = p if p.is_absolute() else path.parent / p
+            mine.append((stmt, p.resolve(), f'"{stmt.path}"'))
+            _collect(p, programs, imports, errors, stmt.span, loading)
     loading.pop()
 
 

@@ -606,3 +606,86 @@ def test_graph_and_gradcheck_take_instance_functions(tmp_path, capsys):
     assert "s2s.blocks.1.W" in capsys.readouterr().out
     assert main(["graph", str(p), "--fn", "s2s", "--args", "ones([2, 2])", "--format", "tuple"]) == 0
     assert "s2s.enc.W" in capsys.readouterr().out
+
+
+# ---- files keep their own scope -------------------------------------------------------------------------------
+
+def _files(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "a.dpl").write_text(
+        "fn helper(x) = x * 10\nfn _private(x) = x\nfn api(x) = helper(x) + 1\n"
+        "module Lin(n) {\n    param W: [n] ~ ones\n    fn call(x) = helper(x * W)\n}\n")
+    (tmp_path / "lib" / "b.dpl").write_text("fn api(x) = x - 1\n")
+
+
+def _run_file(path) -> str:
+    out = io.StringIO()
+    from dpl.interp import Interpreter
+    errors = check_file(path)
+    if errors:
+        raise errors[0]
+    Interpreter(stdout=out).run_file(path)
+    return out.getvalue()
+
+
+def _file_error(path) -> tuple[str, str]:
+    """(the first line of `dpl check`'s first error or 'ok', the first line of the run's error)"""
+    from dpl.interp import Interpreter
+    errors = check_file(path)
+    with pytest.raises(DplError) as ei:
+        Interpreter(stdout=io.StringIO()).run_file(path)
+    return (first_line(errors[0]) if errors else "ok"), first_line(ei.value)
+
+
+def test_an_imported_file_resolves_its_own_names_first(tmp_path):
+    _files(tmp_path)
+    main = tmp_path / "main.dpl"
+    main.write_text('use nn\nimport "lib/a.dpl"\nimport "lib/b.dpl" as b\nfn helper(x) = x * 1000\n'
+                    'print(api(1), helper(1), b.api(1))\nl = Lin(2)\nd = Dense(2, 3)\nprint(l([1.0, 2.0]), shape(d.W))\n')
+    assert _run_file(main) == "11 1000 0\n[10.0, 20.0] [2, 3]\n"
+
+
+def test_a_user_function_never_replaces_a_stdlib_internal(tmp_path):
+    main = tmp_path / "main.dpl"
+    # rnn's modules call `push_step` and `empty_steps`; a user's functions of those names change nothing
+    main.write_text("use rnn\nfn push_step(hs, h) = 0\nfn empty_steps(xs, n) = 0\nr = RNN(2, 3)\n"
+                    "print(shape(r(ones([4, 1, 2]))))\n")
+    assert _run_file(main) == "[4, 1, 3]\n"
+
+
+def test_qualified_names(tmp_path):
+    main = tmp_path / "main.dpl"
+    main.write_text("use nn as nn\nd = nn.Dense(2, 3)\nprint(nn.gelu(0.0), shape(d.W), nn)\n")
+    assert _run_file(main) == "0.0 [2, 3] <names of nn>\n"
+    main.write_text("use nn as nn\nprint(nn.Dens)\n")
+    assert _file_error(main)[1] == f"{main}:2:10: nn has no `Dens` (did you mean `Dense`?)"
+    main.write_text("use nn as nn\nprint(Dense)\n")
+    msg = f"{main}:2:7: unknown name `Dense` (did you mean `dense`?)"
+    assert _file_error(main) == (msg, msg)
+
+
+def test_two_imports_of_one_public_name(tmp_path):
+    _files(tmp_path)
+    main = tmp_path / "main.dpl"
+    main.write_text('import "lib/a.dpl"\nimport "lib/b.dpl"\n')
+    msg = (f'{main}:2:8: `api` is defined both by "lib/a.dpl" and by "lib/b.dpl"; load one of them with a name, as '
+           f'`use nn as nn` or `import "lib.dpl" as lib`, and write `nn.api`')
+    assert _file_error(main) == (msg, msg)
+    main.write_text('import "lib/a.dpl"\nimport "lib/b.dpl" as b\nuse nn\nuse nn\nprint(api(1), b.api(1))\n')
+    assert _run_file(main) == "11 0\n"  # a qualified one, and the same file twice, are fine
+    main.write_text('import "lib/a.dpl"\nprint(_private(1))\n')
+    assert _file_error(main)[1] == f"{main}:2:7: unknown name `_private`"
+
+
+def test_soft_if_inside_a_nested_function_sees_the_enclosing_variables():
+    assert run("""
+        fn outer(k) {
+            fn inner(x) {
+                y = x
+                soft if 0.5 { y = x * k }
+                return y
+            }
+            return inner(2.0)
+        }
+        print(outer(3.0))
+    """) == "4.0\n"
