@@ -689,3 +689,18 @@ def test_soft_if_inside_a_nested_function_sees_the_enclosing_variables():
         }
         print(outer(3.0))
     """) == "4.0\n"
+
+
+def test_repl_params_show_nested_names_and_closures_work_there():
+    from dpl.repl import Session
+    out, err = io.StringIO(), io.StringIO()
+    s = Session(out=out, err=err)
+    for line in S2S.split("\n}\n"):
+        s.execute(line + ("\n}" if line.strip().startswith("module") else ""))
+    s.execute(":params")
+    table = out.getvalue()
+    for cell in ("s2s.enc.W", "s2s.blocks.1.b", "[3, 2]"):
+        assert cell in table, table
+    s.execute("fn mk(k) {\n    fn c(x) = x * k\n    return c\n}")
+    s.execute("print(mk(3)(2), len(append([], 1)))")
+    assert out.getvalue().endswith("6 1\n"), err.getvalue()
