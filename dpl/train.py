@@ -409,6 +409,8 @@ class Trainer:
                         at = (epoch + 1, 0)
                         shuffle_state, epoch_losses, epoch_skipped = rng.bit_generator.state, [], 0
                     session.after_step(interp, state)
+            # draws inside the loss leave no trace outside the block: what follows draws as under `dpl run`
+            interp.rng.bit_generator.state = session.start["rng_start"]
         finally:
             display.close()
             now = time.perf_counter()

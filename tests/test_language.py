@@ -704,3 +704,16 @@ def test_repl_params_show_nested_names_and_closures_work_there():
     s.execute("fn mk(k) {\n    fn c(x) = x * k\n    return c\n}")
     s.execute("print(mk(3)(2), len(append([], 1)))")
     assert out.getvalue().endswith("6 1\n"), err.getvalue()
+
+
+def test_draws_after_a_train_block_match_dpl_run(tmp_path, capsys):
+    """Random draws inside the loss during training do not shift the draws after the block."""
+    from dpl.cli import main
+    p = tmp_path / "r.dpl"
+    p.write_text("param w: [2] ~ normal(1.0)\nxs = normal(0, 1, [8, 2])\n"
+                 "fn loss(x) = mean((x @ w + normal(0, 0.1, [len(x)])) ^ 2)\n"
+                 "train loss over xs {\n    epochs = 2\n    batch = 4\n}\nprint(normal(0, 1, [3]))\n")
+    assert main(["train", str(p), "--quiet", "--out", str(tmp_path / "r.npz")]) == 0
+    trained = capsys.readouterr().out
+    assert main(["run", str(p), "--params", str(tmp_path / "r.npz")]) == 0
+    assert capsys.readouterr().out == trained
