@@ -647,10 +647,10 @@ def test_an_imported_file_resolves_its_own_names_first(tmp_path):
 
 def test_a_user_function_never_replaces_a_stdlib_internal(tmp_path):
     main = tmp_path / "main.dpl"
-    # rnn's modules call `push_step` and `empty_steps`; a user's functions of those names change nothing
-    main.write_text("use rnn\nfn push_step(hs, h) = 0\nfn empty_steps(xs, n) = 0\nr = RNN(2, 3)\n"
-                    "print(shape(r(ones([4, 1, 2]))))\n")
-    assert _run_file(main) == "[4, 1, 3]\n"
+    # rnn's modules call `empty_steps` for an empty sequence; a user's function of that name changes nothing
+    main.write_text("use rnn\nfn empty_steps(xs, n) = 0\nr = RNN(2, 3)\n"
+                    "print(shape(r(ones([4, 1, 2]))), shape(r(zeros([0, 1, 2]))), empty_steps(1, 2))\n")
+    assert _run_file(main) == "[4, 1, 3] [0, 1, 3] 0\n"
 
 
 def test_qualified_names(tmp_path):
