@@ -705,7 +705,7 @@ def vjp(interp, span, f, x, v):
 
 @builtin(context=True)
 def jvp(interp, span, f, x, v):
-    """∂f/∂x · v at x, shaped like f(x): the derivative in u of ⟨uᵀ ∂f/∂x, v⟩, a VJP that is linear in u."""
+    """∂f/∂x · v at x, shaped like f(x): the derivative in u of ⟨uᵀ ∂f/∂x, v⟩ (a VJP, linear in u)."""
     from .autodiff import backward, zeros_like
     trace, bx, out = _traced_call(interp, _function(f, "jvp"), [x], {}, 0, span, "jvp")
     v = _like(v, bx, "x")

@@ -106,7 +106,8 @@ class _Return:
         self.value = value
 
 
-_ARITH = {"+": ops.add, "-": ops.sub, "*": ops.mul, "/": ops.div, "//": ops.floordiv, "%": ops.mod, "^": ops.power, "@": ops.matmul}
+_ARITH = {"+": ops.add, "-": ops.sub, "*": ops.mul, "/": ops.div, "//": ops.floordiv, "%": ops.mod, "^": ops.power,
+          "@": ops.matmul}
 _COMPARE = {"<": ops.lt, "<=": ops.le, ">": ops.gt, ">=": ops.ge, "==": ops.eq, "!=": ops.ne}
 MAX_INSTANCE_DEPTH = 100  # dots in an instance's name: a module that owns itself stops here
 NUMERIC_ERRORS = (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError, OverflowError, MemoryError)
@@ -206,11 +207,11 @@ class Interpreter:
         self.top = Frame(self.globals, top=True)
         self._const: dict[int, tuple] = {}  # literal values by AST node
         self._nested: dict[int, tuple] = {}  # the `fn` declarations directly in each function body
-        self.owner: tuple | None = None  # (name, frame) of the assignment whose module calls create instances
+        self.owner: tuple | None = None  # (name, frame, value) of the assignment whose module calls make instances
         self.instance_counts: dict[str, int] = {}
         self.overrides = parse_overrides(overrides or [])  # `--set NAME=VALUE`: name -> literal AST
         self.main_file: str | None = None
-        self._own: dict[str, set] = {}
+        self._own: dict[str, set] = {}  # the names each file declares or assigns at top level
         self.files: dict[Path, dict] = {}  # the top-level names of each file loaded by `use` or `import`
         self.brought: dict[int, dict] = {}  # id(importer's names) -> {name: the file that brought it}
         self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention
@@ -681,7 +682,8 @@ class Interpreter:
     def _name(self, n: A.Name, frame):
         v = self.lookup_optional(n.id, frame)
         if v is None:
-            if n.id in frame.locals or n.id in (self.globals if frame.globals is None else frame.globals):  # bound to the result of a call that returned nothing
+            names = self.globals if frame.globals is None else frame.globals
+            if n.id in frame.locals or n.id in names:  # bound to the result of a call that returned nothing
                 raise DplError(f"`{n.id}` has no value: it was assigned the result of a function that returned "
                                f"nothing", n.span)
             raise DplError(f"unknown name `{n.id}`{suggest(n.id, self.visible_names(frame))}", n.span)

@@ -46,7 +46,8 @@ from dpl.parser import RESERVED
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = sorted((ROOT / "examples").glob("*.dpl")) + sorted((ROOT / "stdlib").glob("*.dpl")) \
-    + sorted((ROOT / "tests" / "conformance").glob("*.dpl")) + sorted((ROOT / "tests" / "fuzz" / "seeds").glob("*.dpl"))
+    + sorted((ROOT / "tests" / "conformance").glob("*.dpl")) \
+    + sorted((ROOT / "tests" / "fuzz" / "seeds").glob("*.dpl"))  # issue 10's constructs
 CORPUS = sorted((ROOT / "tests" / "fuzz").glob("*.dpl"))
 
 TIME_LIMIT = 5.0          # seconds per input (typical: 10 ms)
@@ -140,7 +141,8 @@ def first_line(result) -> str:
 # ---- the vocabulary and the mutations ---------------------------------------------------------------------
 
 TOKEN = re.compile(rb'#[^\n]*|"(?:[^"\\\n]|\\.)*"|(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\d+'
-                   rb'|[A-Za-z_][A-Za-z0-9_]*|\*\*|<=|>=|==|!=|\.\.\.|//|[-+*/]=|[-+*/%^@<>=~(){}\[\],:;.]|\r?\n|[ \t]+|.', re.S)
+                   rb'|[A-Za-z_][A-Za-z0-9_]*|\*\*|<=|>=|==|!=|\.\.\.|//|[-+*/]='
+                   rb'|[-+*/%^@<>=~(){}\[\],:;.]|\r?\n|[ \t]+|.', re.S)
 OPERATORS = [b"+", b"-", b"*", b"/", b"%", b"^", b"**", b"@", b"<", b"<=", b">", b">=", b"==", b"!=",
              b"and", b"or", b"not", b"=", b"~", b"//", b"+=", b"-=", b"*=", b"/=", b"..."]
 PUNCTUATION = [b"(", b")", b"[", b"]", b"{", b"}", b",", b":", b";", b".", b"\n", b"fn(", b"(x,)"]
@@ -155,7 +157,8 @@ STATEMENTS = [b"while true { }", b"while 1 < 2 { x = 1 }", b"for i in range(9999
               b"q = r(0)", b"z = odeint(f, 1.0, 0.0, 1.0, steps = 99999999999)", b'import "fuzz.py"',
               b'import "fuzz.dpl"', b'z = load("missing.csv")', b'z = load("data/cora.npz", "nope")', b"use nope",
               b"print(" + b"[" * 70 + b"1" + b"]" * 70 + b")", b"x = " + b"-" * 2000 + b"1",
-              b"xs = []\nwhile true { xs = append(xs, xs) }", b"fn r2(n) {\n fn s(m) = r2(m + 1)\n return s(n)\n}\nq = r2(0)",
+              b"xs = []\nwhile true { xs = append(xs, xs) }",
+              b"fn r2(n) {\n fn s(m) = r2(m + 1)\n return s(n)\n}\nq = r2(0)",
               b"k = fn(x) = k(x)\nq = k(1)", b"z = concat(append([], zeros([99999])), axis = 0) * ones([99999, 1])"]
 NUMBERS = [b"0", b"1", b"2", b"-1", b"0.0", b"-0.5", b"1e308", b"1e-320", b"64", b"65", b"3.5", b"-2"]
 HUGE = [b"1e999999", b"-1e999999", b"1e-999999", b"9" * 400, b"1" + b"0" * 19, b"9223372036854775807",

@@ -413,7 +413,8 @@ def test_params_file_and_repl_show_nested_names(tmp_path):
     ("module M(n) {\n    param W: [n] ~ zeros\n}\nfn f() {\n    m = M(2)\n    return m\n}\nf()\n",
      "prog.dpl:5:9: module instances are created only in an assignment at top level or in a module body, as "
      "`name = M(...)`"),
-    ("fn f() {\n    param W: [2] ~ zeros\n}\nf()\n", "prog.dpl:2:11: `param` declarations are allowed only at top level"),
+    ("fn f() {\n    param W: [2] ~ zeros\n}\nf()\n",
+     "prog.dpl:2:11: `param` declarations are allowed only at top level"),
     ("xs = append([], 1)\nprint(xs[3])\n", "prog.dpl:2:7: index 3 is out of range for a list of 1"),
     ("xs = append([], 1)\nprint(xs[0, 1])\n", "prog.dpl:2:7: a list is indexed by one integer or a slice"),
     ("print(append(1.0, 2))\n", "prog.dpl:1:7: `append` adds to a list, got a float scalar; start one with `xs = []`"),
@@ -641,7 +642,8 @@ def test_an_imported_file_resolves_its_own_names_first(tmp_path):
     _files(tmp_path)
     main = tmp_path / "main.dpl"
     main.write_text('use nn\nimport "lib/a.dpl"\nimport "lib/b.dpl" as b\nfn helper(x) = x * 1000\n'
-                    'print(api(1), helper(1), b.api(1))\nl = Lin(2)\nd = Dense(2, 3)\nprint(l([1.0, 2.0]), shape(d.W))\n')
+                    'print(api(1), helper(1), b.api(1))\nl = Lin(2)\nd = Dense(2, 3)\n'
+                    'print(l([1.0, 2.0]), shape(d.W))\n')
     assert _run_file(main) == "11 1000 0\n[10.0, 20.0] [2, 3]\n"
 
 
