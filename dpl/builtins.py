@@ -184,7 +184,7 @@ def where(cond, a, b):
         raise DplError(f"`where` needs a boolean condition, got {describe_type(cond)}")
     a, b = _promote(a, b)
     check_broadcast([np.shape(raw(v)) for v in (cond, a, b)], "`where`")
-    return ops.where(raw(cond), a, b)
+    return ops.where(cond, a, b)  # a traced condition stays a parent: replay recomputes it
 
 
 # ---- reductions ---------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def float_(x):
 
 @builtin("int")
 def int_(x):
-    return ops.floor_int(raw(tensor(x)))
+    return ops.floor_int(tensor(x))
 
 
 @builtin()
@@ -751,6 +751,13 @@ class VmapFn:
         if len(sizes) != 1:
             raise DplError(f"`vmap`: the mapped axes must have one size, got {sorted(sizes) or 'none mapped'}", span)
         (n,) = sizes
+        if n:
+            from .batching import NotBatchable, batched
+            front = [(a if ax is None else _to_front(a, ax), ax is not None) for a, ax in zip(args, axes)]
+            try:
+                return batched(interp, self.f, front, kwargs, span, n)
+            except NotBatchable:
+                pass
         interp.add_steps(n, f"`vmap` over an axis of {n}", span)
         outs = []
         for i in range(n):
@@ -762,6 +769,12 @@ class VmapFn:
         if isinstance(outs[0], tuple):
             return tuple(_stack_results([o[j] for o in outs]) for j in range(len(outs[0])))
         return _stack_results(outs)
+
+
+def _to_front(a, ax):
+    nd = np.ndim(raw(a))
+    ax %= nd
+    return a if ax == 0 else ops.transpose(a, perm=(ax,) + tuple(i for i in range(nd) if i != ax))
 
 
 def _stack_results(xs):

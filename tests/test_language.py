@@ -719,3 +719,80 @@ def test_draws_after_a_train_block_match_dpl_run(tmp_path, capsys):
     trained = capsys.readouterr().out
     assert main(["run", str(p), "--params", str(tmp_path / "r.npz")]) == 0
     assert capsys.readouterr().out == trained
+
+
+VMAP = """\
+param W: [3, 4] ~ glorot
+param b: [4] ~ normal(0.1)
+fn mlp(x) = tanh(x @ W + b)
+fn colv(x) = transpose(W) @ x
+fn rowv(x) = x @ W
+fn mat(x) = x @ transpose(x) @ ones([2, 1])
+fn att(q) = sum(softmax(reshape(q, [3, 1]) * W, axis = 0) * W, axis = 1)
+fn red(x) = (sum(x, axis = 0), max(x, axis = -1), norm(x), logsumexp(x, axis = 1, keepdims = true),
+             argmax(x, axis = 1), mean(x), min(x))
+fn idx(x) = (x[0], x[:, 1], x[..., 0:2], x[[1, 0]], x[1, [0, 2]], reshape(x, [-1]), transpose(x),
+             concat([x, x], axis = 1), stack([x[0], x[1]], axis = -1), concat([x, ones([1, 3])], axis = 0))
+fn toint(x) = int(x * 10.0)
+fn ew(x) = (where(x > 0.0, x, -x), clip(x, -0.5, 0.5), x // 0.3, max(x, 0.1), x ^ 2,
+            sigmoid(x) + softplus(x) - relu(x), stop_gradient(x) * x, float(x > 0.0))
+fn scalar(x) = sum(x) * 2.0
+fn hard(x) {
+    if sum(x) > 0.0 { return x }
+    return -x
+}
+fn noisy(x) = x + normal(0, 1, shape(x))
+"""
+
+
+@pytest.mark.parametrize("name, item", [("mlp", (3,)), ("colv", (3,)), ("rowv", (3,)), ("mat", (2, 3)),
+                                        ("att", (3,)), ("red", (2, 3)), ("idx", (2, 3)), ("ew", (2, 3)),
+                                        ("scalar", (2, 3)), ("hard", (2,)), ("toint", (2,))])
+def test_vmap_batches_and_matches_a_loop(name, item, monkeypatch):
+    from dpl import batching
+    done = []
+    real = batching.batched
+    monkeypatch.setattr(batching, "batched", lambda *a: (real(*a), done.append(1))[0])
+    prog = load(VMAP + f"fn v(xs) = vmap({name})(xs)\n")
+    xs = np.linspace(-1.0, 1.2, 5 * int(np.prod(item))).reshape((5,) + item)
+    got = prog.call("v", xs)
+    want = [prog.call(name, x) for x in xs]
+    if isinstance(got, tuple):
+        for g, w in zip(got, zip(*want)):
+            np.testing.assert_allclose(g, np.stack(w), rtol=1e-12, atol=1e-15)
+            assert np.asarray(g).dtype == np.stack(w).dtype
+    else:
+        np.testing.assert_allclose(got, np.stack(want), rtol=1e-12, atol=1e-15)
+    assert done == ([] if name == "hard" else [1])  # `hard` decides on its input: run once per item
+
+
+def test_vmap_falls_back_to_a_loop_for_random_draws():
+    prog = load(VMAP + "fn v(xs) = vmap(noisy)(xs)\n")
+    out = prog.call("v", np.zeros((4, 3)))
+    assert len({tuple(r) for r in out}) == 4  # a fresh draw for every item, as the loop gives
+
+
+def test_vmap_records_each_op_once_and_its_gradient_matches_finite_differences():
+    prog = load(VMAP + "fn loss(xs) = sum(vmap(mlp)(xs) ^ 2)\nfn loss2(xs, c) = sum(vmap(two, in_axes = [0, \"none\"])"
+                       "(xs, c))\nfn two(a, c) = a * c + sum(a) * c ^ 2\n")
+    g = prog.trace("loss", np.ones((50, 3)))
+    names = [g.op(i) for i in range(g.l + 1, g.n + 1)]
+    # the first item's recording, the last item's check, then the whole batch in one node each
+    assert names.count("tanh") == 3 and names.count("matmul") == 3
+    rows = gradcheck(prog, "loss", np.linspace(-1, 1, 15).reshape(5, 3))
+    assert [r.name for r in rows] == ["arg 0 (xs)", "W", "b"]
+    for r in rows:
+        assert r.error < 1e-7, r.name
+    check_grads(prog, "loss2", [np.linspace(-1, 1, 6).reshape(3, 2), 0.7], argnums=(0, 1))
+
+
+def test_vmap_checks_the_last_item_against_a_plain_call(monkeypatch):
+    """A builtin that reads its input's value outside the recording would make every item look like the first:
+    the batch is checked against f on the last item and falls back to the loop."""
+    from dpl import builtins
+    monkeypatch.setattr(builtins.BUILTINS["int"], "fn", lambda x: builtins.ops.floor_int(builtins.raw(x)))
+    prog = load("fn v(xs) = vmap(fn(x) = x * 0.0 + float(int(x * 10.0)))(xs)\n")
+    assert prog.call("v", np.array([0.1, 0.25, 0.9])).tolist() == [1.0, 2.0, 9.0]
+    from dpl import batching
+    monkeypatch.setattr(batching, "_agrees", lambda *a: True)
+    assert prog.call("v", np.array([0.1, 0.25, 0.9])).tolist() == [1.0, 1.0, 1.0]  # what the check prevents
