@@ -22,7 +22,9 @@ def check_file(path) -> list[DplError]:
         sigs = _signatures(programs.values())
         for key, prog in programs.items():
             user = own[key] | _brought(key, own, imports, errors)
-            _Checker(errors, sigs, user).body(prog.body, user | set(BUILTINS) | set(CONSTANTS))
+            aliases = {stmt.alias: (what, set(_exports(k, own, imports))) for stmt, k, what in imports.get(key, ())
+                       if stmt.alias is not None and k in own}
+            _Checker(errors, sigs, user, aliases).body(prog.body, user | set(BUILTINS) | set(CONSTANTS))
     return errors
 
 
@@ -162,8 +164,9 @@ class _Checker:
     """Resolves names scope by scope: a function sees its own locals, then those of the functions it is nested
     in, then the top level (and a module's functions, the module's names in between)."""
 
-    def __init__(self, errors, sigs, user):
-        self.errors, self.sigs, self.user = errors, sigs, user
+    def __init__(self, errors, sigs, user, aliases):
+        self.errors, self.sigs, self.user, self.aliases = errors, sigs, user, aliases
+        self.locals: list[set] = []  # the local names of the functions being checked, innermost last
 
     def error(self, msg, span):
         self.errors.append(DplError(msg, span))
@@ -177,11 +180,13 @@ class _Checker:
                     {x.target for x in s.body if isinstance(x, A.Assign)}
                 for _, d in s.defaults:
                     self.node(d, top | set(s.params), top, in_fn=False)
+                self.locals.append(inner)
                 for x in s.body:
                     if isinstance(x, A.FnDef):
                         self.fn(x, top | inner, top)
                     else:
                         self.node(x, top | inner, top, in_fn=False)
+                self.locals.pop()
             elif isinstance(s, A.Train):
                 head = s.loss.split(".")[0]
                 if head not in top:
@@ -197,8 +202,10 @@ class _Checker:
         local = set(fn.params) | _bound(fn.body) | _fn_names(fn.body)
         for _, d in fn.defaults:
             self.node(d, scope | set(fn.params), top, in_fn=True)
+        self.locals.append(local)
         for s in fn.body:
             self.node(s, scope | local, top, in_fn=True)
+        self.locals.pop()
 
     def node(self, node, scope, top, in_fn):
         if isinstance(node, A.Name):
@@ -221,6 +228,11 @@ class _Checker:
             return
         if isinstance(node, A.Call) and isinstance(node.func, A.Name):
             self.call(node, scope, top, in_fn)
+        if isinstance(node, A.Attr) and isinstance(node.value, A.Name) and node.value.id in self.aliases \
+                and not any(node.value.id in names for names in self.locals):
+            what, names = self.aliases[node.value.id]
+            if node.name not in names:
+                self.error(f"{what} has no `{node.name}`{suggest(node.name, names)}", node.span)
         for value in vars(node).values():
             for child in (value if isinstance(value, tuple) else (value,)):
                 if isinstance(child, tuple) and len(child) == 2 and isinstance(child[0], str):

@@ -660,7 +660,8 @@ def test_qualified_names(tmp_path):
     main.write_text("use nn as nn\nd = nn.Dense(2, 3)\nprint(nn.gelu(0.0), shape(d.W), nn)\n")
     assert _run_file(main) == "0.0 [2, 3] <names of nn>\n"
     main.write_text("use nn as nn\nprint(nn.Dens)\n")
-    assert _file_error(main)[1] == f"{main}:2:10: nn has no `Dens` (did you mean `Dense`?)"
+    msg = f"{main}:2:10: nn has no `Dens` (did you mean `Dense`?)"
+    assert _file_error(main) == (msg, msg)
     main.write_text("use nn as nn\nprint(Dense)\n")
     msg = f"{main}:2:7: unknown name `Dense` (did you mean `dense`?)"
     assert _file_error(main) == (msg, msg)
