@@ -243,7 +243,7 @@ class _Checker:
     def call(self, n: A.Call, scope, top, in_fn):
         """Arity and keywords of a call to a builtin or a top-level function that no local name shadows."""
         name = n.func.id
-        if name in scope and name not in top:
+        if any(name in names for names in self.locals):
             return  # a local or enclosing variable
         kwargs = {k: None for k, _ in n.kwargs}
         decl = self.sigs.get(name)

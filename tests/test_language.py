@@ -797,3 +797,10 @@ def test_vmap_checks_the_last_item_against_a_plain_call(monkeypatch):
     from dpl import batching
     monkeypatch.setattr(batching, "_agrees", lambda *a: True)
     assert prog.call("v", np.array([0.1, 0.25, 0.9])).tolist() == [1.0, 1.0, 1.0]  # what the check prevents
+
+
+def test_check_has_no_false_alarm_for_locals_named_like_top_level_functions(tmp_path):
+    src = ("use nn as nn\nfn f(x) = x\nfn g(f) = f(1, 2)\nfn h() {\n    len = fn(a, b) = a\n    return len(1, 2)\n}\n"
+           "module M(nn) {\n    fn call(x) = nn.W\n}\nprint(g(fn(a, b) = a), h())\n")
+    assert check(src, tmp_path) == []
+    assert run(src) == "1 1\n"
