@@ -97,6 +97,19 @@ class TupleExpr(Node):
     span: Span = _span()
 
 
+@dataclass(frozen=True)
+class Ellipsis_(Node):
+    """`...` in an index: as many `:` as the other items leave."""
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Lambda(Node):
+    """`fn(t, y) = expr`: an anonymous function, a closure over the scope it is evaluated in."""
+    fn: "FnDef"
+    span: Span = _span()
+
+
 # ---- statements --------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -170,6 +183,7 @@ class FnDef(Node):
     name: str
     params: tuple
     body: tuple  # statements; a one-expression function is (Return(expr),)
+    defaults: tuple = ()  # ((name, expr), ...): evaluated at each call that leaves them out
     span: Span = _span()
 
 
@@ -178,6 +192,7 @@ class ModuleDef(Node):
     name: str
     params: tuple
     body: tuple  # Param, FnDef and Assign statements
+    defaults: tuple = ()  # ((name, expr), ...), as FnDef's
     span: Span = _span()
 
 
@@ -200,12 +215,14 @@ class Param(Node):
 @dataclass(frozen=True)
 class Use(Node):
     name: str
+    alias: str | None = None  # `use nn as nn`: its names as `nn.Dense` only
     span: Span = _span()
 
 
 @dataclass(frozen=True)
 class Import(Node):
     path: str
+    alias: str | None = None
     span: Span = _span()
 
 

@@ -16,6 +16,7 @@ from .errors import DplError
 from .graph import Box, raw
 from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, to_float
 from .limits import check_broadcast, check_elements
+from .values import List
 
 BUILTINS: dict[str, object] = {}
 
@@ -269,11 +270,12 @@ def transpose(x, perm=None):
 
 
 def _joinable(xs, what):
-    if not isinstance(xs, list):
-        raise DplError(f"`{what}` takes a bracketed list of tensors: {what}([a, b], axis = 0)")
+    if not isinstance(xs, List):
+        raise DplError(f"`{what}` takes a list of tensors: {what}([a, b], axis = 0) or {what}(xs, axis = 0), "
+                       f"got {describe_type(xs)}")
     if not xs:
         raise DplError(f"`{what}` needs at least one tensor")
-    xs = [tensor(x) for x in xs]
+    xs = [tensor(x, f"an item of the list given to `{what}`") for x in xs]
     kinds = {kind(x) for x in xs}
     return [to_float(x) for x in xs] if "f" in kinds else xs
 
@@ -299,7 +301,7 @@ def shape(x):
 
 @builtin("len")
 def len_(x):
-    if isinstance(x, tuple):
+    if isinstance(x, (tuple, List)):
         return np.int64(len(x))
     r = raw(tensor(x))
     if np.ndim(r) == 0:
@@ -586,7 +588,8 @@ class GradFn:
 
         def check(out):
             if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
-                raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}", span)
+                raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}; "
+                               f"for a tensor result, jacobian(f) gives every derivative", span)
         value, (g,), _ = record.gradients(interp, self.f, list(args), span, wrt_args=(k,), check=check, kwargs=kwargs)
         g = autodiff.zeros_like(x) if g is None else g
         return (value, g) if self.with_value else g
@@ -594,19 +597,216 @@ class GradFn:
 
 def _grad_args(f, argnum):
     from .interp import Function, Instance
-    if not isinstance(f, (Function, Instance, Builtin, GradFn)):
+    if not (isinstance(f, (Function, Instance, Builtin)) or hasattr(f, "dpl_call")):
         raise DplError(f"`grad` takes a function, got {describe_type(f)}")
+    if isinstance(argnum, (List, tuple)) or is_tensor(argnum) and np.ndim(raw(argnum)) == 1:
+        return [integer(k, "argnum") for k in (raw(argnum) if is_tensor(argnum) else argnum)]
     return integer(argnum, "argnum")
 
 
-@builtin()
+def _grad(f, argnum, with_value):
+    k = _grad_args(f, argnum)
+    if isinstance(k, list):
+        return GradTuple([GradFn(f, j, with_value) for j in k], with_value)
+    return GradFn(f, k, with_value)
+
+
+@builtin(takes_list=True)
 def grad(f, argnum=0):
-    return GradFn(f, _grad_args(f, argnum), False)
+    return _grad(f, argnum, False)
+
+
+@builtin(takes_list=True)
+def value_and_grad(f, argnum=0):
+    return _grad(f, argnum, True)
+
+
+# ---- lists and function transforms (docs/LANGUAGE.md §12) ---------------------------------------------
+
+@builtin(takes_list=True)
+def append(xs, v):
+    if not isinstance(xs, List):
+        raise DplError(f"`append` adds to a list, got {describe_type(xs)}; start one with `xs = []`")
+    return xs.append(v)
+
+
+def _function(f, what):
+    from .interp import Function, Instance
+    if not (isinstance(f, (Function, Instance, Builtin)) or hasattr(f, "dpl_call")):
+        raise DplError(f"`{what}` takes a function, got {describe_type(f)}")
+    return f
+
+
+def _traced_call(interp, f, args, kwargs, k, span, what):
+    """f(*args) with argument k an input of a fresh trace: (trace, its input box, the float result)."""
+    from .autodiff import as_float
+    if k >= len(args):
+        raise DplError(f"`{what}` with argnum = {k} needs at least {k + 1} positional arguments, got {len(args)}",
+                       span)
+    args = list(args)
+    args[k] = as_float(tensor(args[k], "the differentiated argument"))
+    rec = record.record(interp, f, args, kwargs, span, box=[k], params=False)
+    trace, bx, out = rec.trace, rec.args[k], rec.out
+    if not is_tensor(out) or kind(out) != "f":
+        raise DplError(f"`{what}` needs a function returning a float tensor, got {describe_type(out)}", span)
+    return trace, bx, out
+
+
+def _pullback(trace, bx, out, seed):
+    """seedᵀ · ∂out/∂x, recorded wherever the seed or x belong to an outer trace (so it differentiates again)."""
+    from .autodiff import backward, zeros_like
+    g = backward(trace, out, [bx], seed=seed)[0] if type(out) is Box and out.trace is trace else None
+    return zeros_like(bx) if g is None else g
+
+
+class JacobianFn:
+    """x ↦ ∂f/∂x, shaped f(x).shape + x.shape: one backward pass per element of f(x)."""
+
+    def __init__(self, f, argnum, what="jacobian"):
+        self.f, self.argnum, self.what = f, argnum, what
+
+    def describe(self):
+        return f"<{self.what} of {getattr(self.f, 'describe', lambda: '?')()}>"
+
+    def dpl_call(self, interp, args, kwargs, span):
+        trace, bx, out = _traced_call(interp, self.f, args, kwargs, self.argnum, span, self.what)
+        oshape, xshape = np.shape(raw(out)), np.shape(raw(bx))
+        n = int(np.prod(oshape))
+        check_elements(oshape + xshape, f"`{self.what}`")
+        interp.add_steps(n, f"`{self.what}` of a function with {n} outputs runs {n} backward passes", span)
+        rows = []
+        for i in range(n):
+            e = B.xp.zeros(n, dtype=raw(out).dtype)
+            e[i] = 1
+            rows.append(_pullback(trace, bx, out, e.reshape(oshape)))
+        if not rows:
+            return B.xp.zeros(oshape + xshape, dtype=B.float_dtype)
+        return ops.reshape(ops.stack(*rows, axis=0), shape=oshape + xshape)
 
 
 @builtin()
-def value_and_grad(f, argnum=0):
-    return GradFn(f, _grad_args(f, argnum), True)
+def jacobian(f, argnum=0):
+    return JacobianFn(_function(f, "jacobian"), integer(argnum, "argnum"))
+
+
+@builtin()
+def hessian(f, argnum=0):
+    k = integer(argnum, "argnum")
+    return JacobianFn(GradFn(_function(f, "hessian"), k, False), k, "hessian")
+
+
+@builtin(context=True)
+def vjp(interp, span, f, x, v):
+    """vᵀ · ∂f/∂x at x, shaped like x."""
+    trace, bx, out = _traced_call(interp, _function(f, "vjp"), [x], {}, 0, span, "vjp")
+    v = _like(v, out, "f(x)")
+    return _pullback(trace, bx, out, v)
+
+
+@builtin(context=True)
+def jvp(interp, span, f, x, v):
+    """∂f/∂x · v at x, shaped like f(x): the derivative in u of ⟨uᵀ ∂f/∂x, v⟩ (a VJP, linear in u)."""
+    from .autodiff import backward, zeros_like
+    trace, bx, out = _traced_call(interp, _function(f, "jvp"), [x], {}, 0, span, "jvp")
+    v = _like(v, bx, "x")
+    utrace = graph.Trace()  # u only: the double VJP's variable, not a recorded call
+    u = utrace.input(B.xp.zeros(np.shape(raw(out)), dtype=raw(out).dtype), "u")
+    s = ops.sum_(ops.mul(_pullback(trace, bx, out, u), v))
+    g = backward(utrace, s, [u])[0] if type(s) is Box and s.trace is utrace else None
+    return zeros_like(out) if g is None else g
+
+
+def _like(v, ref, what):
+    v = floats(v, "v")
+    if np.shape(raw(v)) != np.shape(raw(ref)):
+        raise DplError(f"`v` has shape {list(np.shape(raw(v)))}, but {what} has shape {list(np.shape(raw(ref)))}")
+    return v
+
+
+@builtin()
+def stop_gradient(x):
+    return ops.stop_gradient(tensor(x))
+
+
+class VmapFn:
+    """f mapped over an axis of its arguments, the results stacked along axis 0 (a loop over the axis)."""
+
+    def __init__(self, f, in_axes):
+        self.f, self.in_axes = f, in_axes
+
+    def describe(self):
+        return f"<vmap of {getattr(self.f, 'describe', lambda: '?')()}>"
+
+    def dpl_call(self, interp, args, kwargs, span):
+        axes = self.in_axes if isinstance(self.in_axes, list) else [self.in_axes] * len(args)
+        if len(axes) != len(args):
+            raise DplError(f"`vmap`: in_axes gives {len(axes)} axes for {len(args)} arguments", span)
+        sizes = set()
+        for a, ax in zip(args, axes):
+            if ax is not None:
+                shp = np.shape(raw(tensor(a, "a mapped argument")))
+                if not -len(shp) <= ax < len(shp):
+                    raise DplError(f"`vmap`: axis {ax} is out of range for an argument of shape {list(shp)}", span)
+                sizes.add(shp[ax])
+        if len(sizes) != 1:
+            raise DplError(f"`vmap`: the mapped axes must have one size, got {sorted(sizes) or 'none mapped'}", span)
+        (n,) = sizes
+        if n:
+            from .batching import NotBatchable, batched
+            front = [(a if ax is None else _to_front(a, ax), ax is not None) for a, ax in zip(args, axes)]
+            try:
+                return batched(interp, self.f, front, kwargs, span, n)
+            except NotBatchable:
+                pass
+        interp.add_steps(n, f"`vmap` over an axis of {n}", span)
+        outs = []
+        for i in range(n):
+            item = [a if ax is None else ops.index(a, key=(slice(None),) * (ax % np.ndim(raw(a))) + (i,))
+                    for a, ax in zip(args, axes)]
+            outs.append(interp.call(self.f, item, kwargs, span))
+        if not outs:
+            raise DplError("`vmap` over an axis of size 0", span)
+        if isinstance(outs[0], tuple):
+            return tuple(_stack_results([o[j] for o in outs]) for j in range(len(outs[0])))
+        return _stack_results(outs)
+
+
+def _to_front(a, ax):
+    nd = np.ndim(raw(a))
+    ax %= nd
+    return a if ax == 0 else ops.transpose(a, perm=(ax,) + tuple(i for i in range(nd) if i != ax))
+
+
+def _stack_results(xs):
+    for x in xs:
+        tensor(x, "a result of the mapped function")
+    return ops.stack(*[to_float(x) for x in xs], axis=0) if "f" in {kind(x) for x in xs} else ops.stack(*xs, axis=0)
+
+
+@builtin(takes_list=True)
+def vmap(f, in_axes=0):
+    """vmap(f) maps over axis 0 of every argument; in_axes = [0, "none"] gives one axis per argument."""
+    if isinstance(in_axes, (List, tuple)):
+        axes = [None if isinstance(a, str) and a == "none" else integer(a, "an entry of in_axes") for a in in_axes]
+    elif is_tensor(in_axes) and np.ndim(raw(in_axes)) == 1:
+        axes = [integer(a, "an entry of in_axes") for a in raw(in_axes)]
+    else:
+        axes = integer(in_axes, "in_axes")
+    return VmapFn(_function(f, "vmap"), axes)
+
+
+class GradTuple:
+    """grad(f, argnum = [0, 1]): the tuple of gradients w.r.t. each listed argument."""
+
+    def __init__(self, grads, with_value):
+        self.grads, self.with_value = grads, with_value
+
+    def describe(self):
+        return self.grads[0].describe()
+
+    def dpl_call(self, interp, args, kwargs, span):
+        gs = tuple(g.dpl_call(interp, args, kwargs, span) for g in self.grads)
+        return (gs[0][0], tuple(g for _, g in gs)) if self.with_value else gs
 
 
 # ---- soft control flow (LANGUAGE.md §6) -----------------------------------------------------------------

@@ -6,28 +6,57 @@ from pathlib import Path
 from . import ast as A
 from .builtins import BUILTINS, CONSTANTS
 from .errors import DplError, suggest
-from .interp import assigned_names, read_source, stdlib_path
+from .interp import assigned_names, bind_args, read_source, stdlib_path
 from .limits import deep_stack
 from .parser import parse
-
-_TRAIN_SETTINGS = {"optimizer", "epochs", "batch", "shuffle", "seed"}
 
 
 def check_file(path) -> list[DplError]:
     """Every unknown name in the program and the files it uses or imports (flow-insensitively: no false alarms)."""
     programs: dict[Path, A.Program] = {}
+    imports: dict[Path, list] = {}  # each file's `use`/`import` statements: (statement, the file's key, what)
     errors: list[DplError] = []
     with deep_stack():  # the parser bounds how deeply a program nests; Python's default stack is shallower
-        _collect(Path(path), programs, errors, None, [])
-        top: set[str] = set(BUILTINS) | set(CONSTANTS)
-        for prog in programs.values():
-            top |= _top_names(prog.body)
-        for prog in programs.values():
-            _check_body(prog.body, top, errors)
+        _collect(Path(path), programs, imports, errors, None, [])
+        own = {key: _top_names(prog.body) for key, prog in programs.items()}
+        sigs = _signatures(programs.values())
+        for key, prog in programs.items():
+            user = own[key] | _brought(key, own, imports, errors)
+            aliases = {stmt.alias: (what, set(_exports(k, own, imports))) for stmt, k, what in imports.get(key, ())
+                       if stmt.alias is not None and k in own}
+            _Checker(errors, sigs, user, aliases).body(prog.body, user | set(BUILTINS) | set(CONSTANTS))
     return errors
 
 
-def _collect(path: Path, programs, errors, span, loading: list):
+def _exports(key, own, imports, seen=()) -> dict:
+    """A file's public names, each with the file that defines it (its own, then those its imports bring)."""
+    out = {}
+    for stmt, k, _ in imports.get(key, ()):
+        if stmt.alias is None and k in own and k not in seen:
+            for name, origin in _exports(k, own, imports, seen + (key,)).items():
+                out.setdefault(name, origin)
+    out.update({n: key for n in own.get(key, ()) if not n.startswith("_")})
+    return out
+
+
+def _brought(key, own, imports, errors) -> set:
+    """The names a file's unqualified imports bring in; one name from two files is an error, as at run time."""
+    brought: dict[str, tuple] = {}
+    for stmt, k, what in imports.get(key, ()):
+        if stmt.alias is not None or k not in own:
+            continue
+        for name, origin in _exports(k, own, imports, (key,)).items():
+            if name in own[key]:
+                continue
+            if name in brought and brought[name][1] != origin and brought[name][0] != what:
+                errors.append(DplError(f"`{name}` is defined both by {brought[name][0]} and by {what}; load one "
+                                       f"of them with a name, as `use nn as nn` or `import \"lib.dpl\" as lib`, "
+                                       f"and write `nn.{name}`", stmt.span))
+            brought.setdefault(name, (what, origin))
+    return set(brought)
+
+
+def _collect(path: Path, programs, imports, errors, span, loading: list):
     key = path.resolve()
     if key in loading:
         chain = " -> ".join(p.name for p in loading[loading.index(key):] + [key])
@@ -44,76 +73,191 @@ def _collect(path: Path, programs, errors, span, loading: list):
         errors.append(e)
         return
     loading.append(key)
+    mine = imports[key] = []
     for stmt in prog.body:
         if isinstance(stmt, A.Use):
             try:
-                _collect(stdlib_path(stmt.name, stmt.span), programs, errors, stmt.span, loading)
+                p = stdlib_path(stmt.name, stmt.span)
             except DplError as e:
                 errors.append(e)
+                continue
+            mine.append((stmt, p.resolve(), stmt.name))
+            _collect(p, programs, imports, errors, stmt.span, loading)
         elif isinstance(stmt, A.Import):
             p = Path(stmt.path)
             if p.suffix != ".dpl":
                 errors.append(DplError(f"`import` loads DPL programs (.dpl files), not `{stmt.path}`", stmt.span))
                 continue
-            _collect(p if p.is_absolute() else path.parent / p, programs, errors, stmt.span, loading)
+            p = p if p.is_absolute() else path.parent / p
+            mine.append((stmt, p.resolve(), f'"{stmt.path}"'))
+            _collect(p, programs, imports, errors, stmt.span, loading)
     loading.pop()
 
 
+def _bound(body) -> set[str]:
+    """Names a block binds, leaving out those whose every assignment reads the name first (`y += x` with no
+    `y` before it can only read an outer `y`)."""
+    reads_first = {}
+    for s in _assignments(body):
+        reads_first[s.target] = reads_first.get(s.target, True) and _reads(s.value, s.target)
+    return set(assigned_names(body)) - {n for n, r in reads_first.items() if r}
+
+
+def _assignments(body):
+    for s in body:
+        if isinstance(s, A.Assign):
+            yield s
+        elif not isinstance(s, (A.FnDef, A.ModuleDef, A.Train)):
+            for block in (getattr(s, "body", None), getattr(s, "orelse", None)):
+                if isinstance(block, tuple):
+                    yield from _assignments(block)
+
+
+def _reads(node, name) -> bool:
+    if isinstance(node, A.Name):
+        return node.id == name
+    if isinstance(node, (A.Lambda, A.FnDef)):
+        return False  # read when called, not when assigned
+    return any(_reads(c, name) for v in vars(node).values() for c in (v if isinstance(v, tuple) else (v,))
+               if isinstance(c, A.Node)) or any(_reads(c[1], name) for v in vars(node).values()
+                                               if isinstance(v, tuple) for c in v
+                                               if isinstance(c, tuple) and len(c) == 2 and isinstance(c[1], A.Node))
+
+
 def _top_names(body) -> set[str]:
-    names = set(assigned_names([s for s in body if not isinstance(s, A.Train)]))
+    names = _bound([s for s in body if not isinstance(s, A.Train)]) | _fn_names(body)
     for s in body:
         if isinstance(s, (A.FnDef, A.ModuleDef, A.Param)):
             names.add(s.name)
+        elif isinstance(s, (A.Use, A.Import)) and s.alias:
+            names.add(s.alias)
     return names
 
 
-def _check_body(body, top, errors):
+def _fn_names(body) -> set[str]:
+    """The `fn` declarations of a body and of the blocks in it (not of the functions declared there)."""
+    out = set()
     for s in body:
         if isinstance(s, A.FnDef):
-            _check_fn(s, top, set(), errors)
-        elif isinstance(s, A.ModuleDef):
-            inner = set(s.params) | {x.name for x in s.body if isinstance(x, (A.Param, A.FnDef))} | \
-                {x.target for x in s.body if isinstance(x, A.Assign)}
-            for x in s.body:
-                if isinstance(x, A.FnDef):
-                    _check_fn(x, top, inner, errors)
-                else:
-                    _check_node(x, top | inner, errors)
-        elif isinstance(s, A.Train):
-            if s.loss not in top:
-                errors.append(DplError(f"unknown name `{s.loss}`{suggest(s.loss, top)}", s.span))
-            for e in s.over:
-                _check_node(e, top, errors)
-            for x in s.body:
-                _check_node(x.value, top, errors)
-        else:
-            _check_node(s, top, errors)
+            out.add(s.name)
+        for block in (getattr(s, "body", None), getattr(s, "orelse", None)):
+            if isinstance(block, tuple) and not isinstance(s, (A.FnDef, A.ModuleDef, A.Train)):
+                out |= _fn_names(block)
+    return out
 
 
-def _check_fn(fn: A.FnDef, top, inner, errors):
-    local = set(fn.params) | set(assigned_names(fn.body))
-    for s in fn.body:
-        _check_node(s, top | inner | local, errors)
+def _signatures(programs) -> dict:
+    """Functions and modules declared once at top level and never rebound there: calls to them are checked."""
+    count: dict[str, int] = {}
+    decls = {}
+    for prog in programs:
+        for s in prog.body:
+            if isinstance(s, (A.FnDef, A.ModuleDef)):
+                decls[s.name] = s
+        for name in list(assigned_names([s for s in prog.body if not isinstance(s, A.Train)])) + \
+                [s.name for s in prog.body if isinstance(s, (A.FnDef, A.ModuleDef, A.Param))]:
+            count[name] = count.get(name, 0) + 1
+    return {name: d for name, d in decls.items() if count[name] == 1}
 
 
-def _check_node(node, scope, errors):
-    if isinstance(node, A.Name):
-        if node.id not in scope:
-            errors.append(DplError(f"unknown name `{node.id}`{suggest(node.id, scope)}", node.span))
-        return
-    if isinstance(node, (A.FnDef, A.ModuleDef)):
-        return
-    if isinstance(node, A.Param):
-        _check_node(node.shape, scope, errors)
-        if not isinstance(node.init, A.Init):
-            _check_node(node.init, scope, errors)
-        else:
-            for a in node.init.args:
-                _check_node(a, scope, errors)
-        return
-    for value in vars(node).values():
-        for child in (value if isinstance(value, tuple) else (value,)):
-            if isinstance(child, tuple) and len(child) == 2 and isinstance(child[0], str):
-                child = child[1]  # a keyword argument
-            if isinstance(child, A.Node):
-                _check_node(child, scope, errors)
+class _Checker:
+    """Resolves names scope by scope: a function sees its own locals, then those of the functions it is nested
+    in, then the top level (and a module's functions, the module's names in between)."""
+
+    def __init__(self, errors, sigs, user, aliases):
+        self.errors, self.sigs, self.user, self.aliases = errors, sigs, user, aliases
+        self.locals: list[set] = []  # the local names of the functions being checked, innermost last
+
+    def error(self, msg, span):
+        self.errors.append(DplError(msg, span))
+
+    def body(self, body, top):
+        for s in body:
+            if isinstance(s, A.FnDef):
+                self.fn(s, top, top)
+            elif isinstance(s, A.ModuleDef):
+                inner = set(s.params) | {x.name for x in s.body if isinstance(x, (A.Param, A.FnDef))} | \
+                    {x.target for x in s.body if isinstance(x, A.Assign)}
+                for _, d in s.defaults:
+                    self.node(d, top | set(s.params), top, in_fn=False)
+                self.locals.append(inner)
+                for x in s.body:
+                    if isinstance(x, A.FnDef):
+                        self.fn(x, top | inner, top)
+                    else:
+                        self.node(x, top | inner, top, in_fn=False)
+                self.locals.pop()
+            elif isinstance(s, A.Train):
+                head = s.loss.split(".")[0]
+                if head not in top:
+                    self.error(f"unknown name `{head}`{suggest(head, top)}", s.span)
+                for e in s.over:
+                    self.node(e, top, top, in_fn=False)
+                for x in s.body:
+                    self.node(x.value, top, top, in_fn=False)
+            else:
+                self.node(s, top, top, in_fn=False)
+
+    def fn(self, fn: A.FnDef, scope, top):
+        local = set(fn.params) | _bound(fn.body) | _fn_names(fn.body)
+        for _, d in fn.defaults:
+            self.node(d, scope | set(fn.params), top, in_fn=True)
+        self.locals.append(local)
+        for s in fn.body:
+            self.node(s, scope | local, top, in_fn=True)
+        self.locals.pop()
+
+    def node(self, node, scope, top, in_fn):
+        if isinstance(node, A.Name):
+            if node.id not in scope:
+                self.error(f"unknown name `{node.id}`{suggest(node.id, scope)}", node.span)
+            return
+        if isinstance(node, A.FnDef):
+            return self.fn(node, scope, top)
+        if isinstance(node, A.Lambda):
+            return self.fn(node.fn, scope, top)
+        if isinstance(node, (A.ModuleDef, A.Param, A.Use, A.Import, A.Train)) and in_fn:
+            word = {A.ModuleDef: "module", A.Param: "param", A.Use: "use", A.Import: "import", A.Train: "train"}
+            return self.error(f"`{word[type(node)]}` declarations are allowed only at top level", node.span)
+        if isinstance(node, A.ModuleDef):
+            return
+        if isinstance(node, A.Param):
+            self.node(node.shape, scope, top, in_fn)
+            for a in node.init.args if isinstance(node.init, A.Init) else (node.init,):
+                self.node(a, scope, top, in_fn)
+            return
+        if isinstance(node, A.Call) and isinstance(node.func, A.Name):
+            self.call(node, scope, top, in_fn)
+        if isinstance(node, A.Attr) and isinstance(node.value, A.Name) and node.value.id in self.aliases \
+                and not any(node.value.id in names for names in self.locals):
+            what, names = self.aliases[node.value.id]
+            if node.name not in names:
+                self.error(f"{what} has no `{node.name}`{suggest(node.name, names)}", node.span)
+        for value in vars(node).values():
+            for child in (value if isinstance(value, tuple) else (value,)):
+                if isinstance(child, tuple) and len(child) == 2 and isinstance(child[0], str):
+                    child = child[1]  # a keyword argument
+                if isinstance(child, A.Node):
+                    self.node(child, scope, top, in_fn)
+
+    def call(self, n: A.Call, scope, top, in_fn):
+        """Arity and keywords of a call to a builtin or a top-level function that no local name shadows."""
+        name = n.func.id
+        if any(name in names for names in self.locals):
+            return  # a local or enclosing variable
+        kwargs = {k: None for k, _ in n.kwargs}
+        decl = self.sigs.get(name)
+        if decl is not None:
+            if isinstance(decl, A.ModuleDef) and in_fn:
+                self.error(f"module instances are created only in an assignment at top level or in a module "
+                           f"body, as `name = {name}(...)`", n.span)
+            try:
+                bind_args(name, decl.params, [None] * len(n.args), kwargs, n.span, decl.defaults)
+            except DplError as e:
+                self.errors.append(e)
+        elif name in BUILTINS and name not in self.user:
+            try:
+                BUILTINS[name].sig.bind(*[None] * len(n.args), **kwargs)
+            except TypeError as e:
+                b = BUILTINS[name]
+                self.error(f"wrong arguments to `{name}`: {e}; usage: {b.usage()}", n.span)

@@ -27,6 +27,8 @@ def _common(p):
                    help="record every gradient call afresh instead of replaying compiled plans (same results)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="BLAS threads (default 1: small matrices run faster on one; see docs/DESIGN.md)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="bind the literal VALUE at the first top-level assignment to NAME (repeatable)")
 
 
 def _inspection(sub):
@@ -188,7 +190,7 @@ def _dispatch(args) -> int:
         from .viz import inspect_command
         return inspect_command(args, path, loaded)
 
-    interp = Interpreter(mode="run", seed=args.seed, loaded_params=loaded)
+    interp = Interpreter(mode="run", seed=args.seed, loaded_params=loaded, overrides=args.set)
     interp.run_file(path)
     if loaded is not None:
         loaded.check()  # every difference between the file and the declared parameters, together

@@ -1,6 +1,7 @@
 """The interpreter: walks the AST define-by-run, executes hard control flow, records ops on traced values."""
 from __future__ import annotations
 
+import itertools
 import sys
 import traceback
 from pathlib import Path
@@ -14,31 +15,38 @@ from .errors import SOURCES, DplError, Span, suggest
 from .graph import Box, Trace, raw
 from .parser import RESERVED, parse
 from .resources import data_dir
+from .values import List
 
 
 # ---- runtime values --------------------------------------------------------------
 
 class Function:
-    """A user `fn`, bound to a module instance when it is one of its functions."""
+    """A user `fn`, bound to a module instance when it is one of its functions; a nested or anonymous one
+    closes over the frame it was declared in (`env`), whose variables it reads as they are when called."""
 
-    __slots__ = ("decl", "instance")
+    __slots__ = ("decl", "instance", "env", "globals")
 
-    def __init__(self, decl: A.FnDef, instance=None):
-        self.decl, self.instance = decl, instance
+    def __init__(self, decl: A.FnDef, instance=None, env=None, globals_=None):
+        self.decl, self.instance, self.env = decl, instance, env
+        # the top-level names of the file it is declared in (None: the main program's)
+        self.globals = globals_ if globals_ is not None or instance is None else instance.globals
 
     @property
     def name(self):
-        return f"{self.instance.name}.{self.decl.name}" if self.instance else self.decl.name
+        name = self.decl.name
+        if name == "fn":  # anonymous: `fn` is reserved, so no declared function has this name
+            name = f"fn at line {self.decl.span.line}" if self.decl.span else "fn"
+        return f"{self.instance.name}.{name}" if self.instance else name
 
     def describe(self):
         return f"<fn {self.name}>"
 
 
 class ModuleValue:
-    __slots__ = ("decl",)
+    __slots__ = ("decl", "globals")
 
-    def __init__(self, decl):
-        self.decl = decl
+    def __init__(self, decl, globals_=None):
+        self.decl, self.globals = decl, globals_
 
     def describe(self):
         return f"<module {self.decl.name}>"
@@ -47,14 +55,26 @@ class ModuleValue:
 class Instance:
     """A module instance: its arguments, constants, parameters (`name.W`) and functions."""
 
-    def __init__(self, name: str, decl: A.ModuleDef):
-        self.name, self.decl = name, decl
+    def __init__(self, name: str, decl: A.ModuleDef, globals_=None):
+        self.name, self.decl, self.globals = name, decl, globals_
         self.values: dict = {}   # module arguments and constants
         self.params: dict[str, str] = {}  # local name -> full parameter name
         self.fns: dict[str, A.FnDef] = {}
 
     def describe(self):
         return f"<{self.decl.name} instance {self.name}>"
+
+
+class Namespace:
+    """`use nn as nn`, `import "x.dpl" as x`: a file's top-level names, read as `nn.Dense`."""
+
+    __slots__ = ("name", "globals")
+
+    def __init__(self, name, globals_):
+        self.name, self.globals = name, globals_
+
+    def describe(self):
+        return f"<names of {self.name}>"
 
 
 class ParamRef:
@@ -67,10 +87,20 @@ class ParamRef:
 
 
 class Frame:
-    __slots__ = ("locals", "instance", "name", "top")
+    """One function call's locals; `parent` is the frame of the function it is nested in, `globals` the
+    top-level names of the file its code is written in (None: the main program's)."""
 
-    def __init__(self, locals_, instance=None, name="<top level>", top=False):
-        self.locals, self.instance, self.name, self.top = locals_, instance, name, top
+    __slots__ = ("locals", "instance", "name", "top", "parent", "globals", "seq")
+    _seq = itertools.count()
+
+    def __init__(self, locals_, instance=None, name="<top level>", top=False, parent=None, globals_=None):
+        self.locals, self.instance, self.name, self.top, self.parent = locals_, instance, name, top, parent
+        self.globals = globals_
+        self.seq = next(Frame._seq)  # replay tells the frames a recording made from those it only reads
+
+    def branch(self, locals_):
+        """A frame for a soft branch or soft-loop step: other locals, the same surroundings."""
+        return Frame(locals_, self.instance, self.name, False, self.parent, self.globals)
 
 
 class _Return:
@@ -80,8 +110,10 @@ class _Return:
         self.value = value
 
 
-_ARITH = {"+": ops.add, "-": ops.sub, "*": ops.mul, "/": ops.div, "%": ops.mod, "^": ops.power, "@": ops.matmul}
+_ARITH = {"+": ops.add, "-": ops.sub, "*": ops.mul, "/": ops.div, "//": ops.floordiv, "%": ops.mod, "^": ops.power,
+          "@": ops.matmul}
 _COMPARE = {"<": ops.lt, "<=": ops.le, ">": ops.gt, ">=": ops.ge, "==": ops.eq, "!=": ops.ne}
+MAX_INSTANCE_DEPTH = 100  # dots in an instance's name: a module that owns itself stops here
 NUMERIC_ERRORS = (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError, OverflowError, MemoryError)
 
 
@@ -115,6 +147,12 @@ def describe_type(v) -> str:
         return f"{article} {what} scalar" if r.ndim == 0 else f"{article} {what} tensor of shape {list(r.shape)}"
     if isinstance(v, tuple):
         return f"a tuple of {len(v)}"
+    if isinstance(v, List):
+        shapes = sorted({np.shape(raw(x)) for x in v if is_tensor(x)})
+        if len(v) and len(shapes) > 1 and all(is_tensor(x) for x in v):
+            return (f"a list of {len(v)} (brackets around tensors of different shapes "
+                    f"{' and '.join(str(list(s)) for s in shapes[:3])} make a list, not a tensor)")
+        return v.describe()
     if isinstance(v, str):
         return "a string"
     if v is None:
@@ -152,7 +190,7 @@ class Interpreter:
     """Runs DPL programs. mode "run" skips `train` blocks; "train" hands them to `trainer`."""
 
     def __init__(self, mode="run", seed=0, stdout=None, loaded_params=None, trainer=None, max_depth=400,
-                 max_steps=None):
+                 max_steps=None, overrides=None):
         from .builtins import BUILTINS, CONSTANTS
         self.builtins = dict(BUILTINS, **{k: B.float_dtype.type(v) for k, v in CONSTANTS.items()})
         self.mode = mode
@@ -173,8 +211,18 @@ class Interpreter:
         self.steps, self.max_steps = 0, limits.max_steps if max_steps is None else max_steps  # iterations, calls
         self.top = Frame(self.globals, top=True)
         self._const: dict[int, tuple] = {}  # literal values by AST node
+        self._nested: dict[int, tuple] = {}  # the `fn` declarations directly in each function body
+        self.owner: tuple | None = None  # (name, frame, value) of the assignment whose module calls make instances
+        self.instance_counts: dict[str, int] = {}
+        self.overrides = parse_overrides(overrides or [])  # `--set NAME=VALUE`: name -> literal AST
+        self.main_file: str | None = None
+        self._own: dict[str, set] = {}  # the names each file declares or assigns at top level
+        self.files: dict[Path, dict] = {}  # the top-level names of each file loaded by `use` or `import`
+        self.brought: dict[int, dict] = {}  # id(importer's names) -> {name: the file that brought it}
         self.attention_log: list[tuple[Span, object]] = []  # (call site, weights) of recent attend/attention
-        self.reads: dict | None = None  # top-level names read while a replayable recording runs (dpl.record)
+        # names read while a replayable recording runs from scopes older than it (dpl.record): (dict, name, value)
+        self.reads: dict | None = None
+        self.reads_before = 0  # frames numbered from here on belong to the recording
         self.replay = True  # --no-replay turns it off
         self.plans: dict = {}  # replay plans by function and argument signature (dpl.record)
 
@@ -191,41 +239,72 @@ class Interpreter:
             text = read_source(path)
         self.run_program(parse(text, str(path)), path)
 
-    def run_program(self, program: A.Program, path: Path | None = None) -> None:
+    def run_program(self, program: A.Program, path: Path | None = None, names: dict | None = None) -> None:
+        """Run a file's statements; an imported file (`names` given) in its own top-level scope."""
+        if self.main_file is None:
+            self.main_file = program.file
+            check_overrides(self.overrides, program)
         key = path.resolve() if path else None
         if key:
             self.loaded_files.add(key)
             self.loading.append(key)
+        top = self.top if names is None else Frame(names, top=True, globals_=names)
+        body = program.body
+        self._own[program.file] = set(assigned_names([s for s in body if not isinstance(s, A.Train)])) | \
+            {s.name for s in body if isinstance(s, (A.FnDef, A.ModuleDef, A.Param))}
         try:
             with limits.deep_stack():
-                self.hoist(program.body)
+                self.hoist(program.body, names)
                 for stmt in program.body:  # the parser has rejected `return` outside functions
                     try:
-                        self.exec_stmt(stmt, self.top)
+                        self.exec_stmt(stmt, top)
                     except (RecursionError, MemoryError) as e:  # no DPL call around it to report it
                         raise too_deep_or_big(e, stmt.span) from None
         finally:
             if key:
                 self.loading.pop()
 
-    def hoist(self, body) -> None:
+    def hoist(self, body, names=None) -> None:
         """`fn` and `module` declarations are visible throughout their file."""
+        target = self.globals if names is None else names
         for stmt in body:
             if isinstance(stmt, A.FnDef):
-                self.globals[stmt.name] = Function(stmt)
+                target[stmt.name] = Function(stmt, globals_=names)
             elif isinstance(stmt, A.ModuleDef):
-                self.globals[stmt.name] = ModuleValue(stmt)
+                target[stmt.name] = ModuleValue(stmt, names)
 
-    def load_dpl(self, path: Path, span: Span) -> None:
+    def load_dpl(self, path: Path, span: Span) -> dict:
+        """The top-level names of the file at `path`, running it the first time it is loaded."""
         key = path.resolve()
         if key in self.loading:
             chain = " -> ".join(p.name for p in self.loading[self.loading.index(key):] + [key])
             raise DplError(f"import cycle: {chain}", span)
-        if key in self.loaded_files:
-            return
+        if key in self.files:
+            return self.files[key]
         if not path.is_file():
             raise DplError(f"cannot import `{path}`: no such file", span)
-        self.run_file(path)
+        names = self.files[key] = {}
+        self.run_program(parse(read_source(path), str(path)), path, names)
+        return names
+
+    def bring_in(self, names: dict, what: str, frame, span) -> None:
+        """`use`/`import` without `as`: the file's public names (not starting with `_`) join the importer's
+        top level, except the names the importer declares or assigns itself; the same name from two files
+        is an error."""
+        target = frame.locals
+        own = self._own.get(span.file, ())
+        brought = self.brought.setdefault(id(target), {})
+        for name, v in names.items():
+            if name.startswith("_") or name in own:
+                continue
+            if name in brought and brought[name][0] != what and target.get(name) is not v:
+                raise DplError(f"`{name}` is defined both by {brought[name][0]} and by {what}; load one of them "
+                               f"with a name, as `use nn as nn` or `import \"lib.dpl\" as lib`, and write `nn.{name}`",
+                               span)
+            brought.setdefault(name, (what, v))
+            target[name] = v
+
+
 
     # ---- parameters -----------------------------------------------------------------
 
@@ -283,6 +362,8 @@ class Interpreter:
 
     def eval_shape(self, node, frame) -> tuple:
         v = raw(self.eval(node, frame))
+        if type(v) is List and not v.n:  # `[]`: the empty list is the shape of a scalar
+            return ()
         r = np.asarray(B.to_host(v)) if is_tensor(v) else None
         if r is None or r.ndim > 1 or (r.size and r.dtype.kind not in "iu"):
             raise DplError(f"a shape is a list of integers like [2, 3], got {describe_type(v)}", node.span)
@@ -304,12 +385,22 @@ class Interpreter:
         return self._exec[type(stmt)](self, stmt, frame)
 
     def _assign(self, s: A.Assign, frame):
-        if frame.top and isinstance(s.value, A.Call):
-            f = self.eval(s.value.func, frame)
-            if isinstance(f, ModuleValue):
-                frame.locals[s.target] = self.instantiate(s.target, f, s.value, frame)
-                return None
-        frame.locals[s.target] = self.eval(s.value, frame)
+        if frame.top:
+            value = s.value
+            if s.target in self.overrides and s.span.file == self.main_file:
+                value = self.overrides.pop(s.target)  # the first top-level assignment binds the --set value
+            frame.locals[s.target] = self.eval_owning(s.target, value, frame)
+        else:
+            frame.locals[s.target] = self.eval(s.value, frame)
+
+    def eval_owning(self, name: str, node, frame):
+        """The value of `name = node` at top level or in a module body, where calling a module creates an
+        instance: `name` itself for `name = M(...)`, `name.0`, `name.1`, ... for calls inside the expression."""
+        saved, self.owner = self.owner, (name, frame, node)
+        try:
+            return self.eval(node, frame)
+        finally:
+            self.owner = saved
 
     def _unpack(self, s: A.Unpack, frame):
         v = self.eval(s.value, frame)
@@ -341,11 +432,14 @@ class Interpreter:
 
     def _for(self, s: A.For, frame):
         it = self.eval(s.iter, frame)
-        if not is_tensor(it) or np.ndim(raw(it)) == 0:
-            raise DplError(f"`for` iterates over range(...) or the first axis of a tensor, "
+        if isinstance(it, (List, tuple)):
+            items = iter(it)
+        elif not is_tensor(it) or np.ndim(raw(it)) == 0:
+            raise DplError(f"`for` iterates over range(...), a list, a tuple or the first axis of a tensor, "
                            f"got {describe_type(it)}", s.iter.span)
-        r = raw(it)
-        items = iter(r) if type(it) is not Box else [ops.index(it, key=(i,)) for i in range(len(r))]
+        else:
+            r = raw(it)
+            items = iter(r) if type(it) is not Box else [ops.index(it, key=(i,)) for i in range(len(r))]
         outer = graph.current_scope
         try:
             for k, x in enumerate(items):
@@ -384,12 +478,15 @@ class Interpreter:
         before = frame.locals
         envs = []
         for body in (s.body, s.orelse):
-            branch = Frame(dict(before), frame.instance, frame.name)
+            branch = frame.branch(dict(before))
             self.exec_block(body, branch)  # the parser has rejected `return` inside soft control flow
             envs.append(branch.locals)
         for name in dict.fromkeys(assigned_names(s.body) + assigned_names(s.orelse)):
             missing = object()
-            a, b = envs[0].get(name, before.get(name, missing)), envs[1].get(name, before.get(name, missing))
+            prior = self.lookup_optional(name, frame)  # a parameter, an instance's or the top level's value
+            prior = missing if prior is None or name in self.builtins and prior is self.builtins[name] else prior
+            a, b = envs[0].get(name, prior), envs[1].get(name, prior)
+            a, b = (self.read_param(v.name) if type(v) is ParamRef else v for v in (a, b))
             if a is missing and b is missing:
                 continue  # bound by neither branch: local to a `soft while` body inside it
             if a is missing or b is missing:
@@ -405,10 +502,13 @@ class Interpreter:
         self.add_steps(int(n), f"the `soft while` loop at {s.span} would run {int(n)} iterations", s.span)
         state = [v for v in assigned_names(s.body) if v in frame.locals]
         cur = dict(frame.locals)
+        for v in state:
+            if type(cur[v]) is ParamRef:
+                cur[v] = self.read_param(cur[v].name)
         states, cs = [{v: cur[v] for v in state}], []
         outer = graph.current_scope
         for k in range(int(n)):
-            body = Frame(dict(cur), frame.instance, frame.name)
+            body = frame.branch(dict(cur))
             graph.enter_scope("step", f"soft while step {k + 1}", s.span)
             try:
                 cs.append(self.eval(s.p, body))
@@ -435,15 +535,15 @@ class Interpreter:
 
     def _declaration_only_at_top(self, s, frame):
         if not frame.top:
-            raise DplError(f"`{type(s).__name__.lower()}` declarations are allowed only at top level", s.span)
+            word = {A.ModuleDef: "module", A.Param: "param", A.Use: "use", A.Import: "import", A.Train: "train"}
+            raise DplError(f"`{word[type(s)]}` declarations are allowed only at top level", s.span)
 
     def _fn_def(self, s: A.FnDef, frame):
-        self._declaration_only_at_top(s, frame)
-        frame.locals[s.name] = Function(s)
+        frame.locals[s.name] = Function(s, frame.instance, None if frame.top else frame, frame.globals)
 
     def _module_def(self, s: A.ModuleDef, frame):
         self._declaration_only_at_top(s, frame)
-        frame.locals[s.name] = ModuleValue(s)
+        frame.locals[s.name] = ModuleValue(s, frame.globals)
 
     def _param(self, s: A.Param, frame):
         self._declaration_only_at_top(s, frame)
@@ -452,7 +552,7 @@ class Interpreter:
 
     def _use(self, s: A.Use, frame):
         self._declaration_only_at_top(s, frame)
-        self.load_dpl(stdlib_path(s.name, s.span), s.span)
+        self.bring(self.load_dpl(stdlib_path(s.name, s.span), s.span), s.name, s.alias, frame, s.span)
 
     def _import(self, s: A.Import, frame):
         self._declaration_only_at_top(s, frame)
@@ -461,7 +561,13 @@ class Interpreter:
             raise DplError(f"`import` loads DPL programs (.dpl files), not `{s.path}`", s.span)
         if not path.is_absolute():
             path = Path(s.span.file).parent / path
-        self.load_dpl(path, s.span)
+        self.bring(self.load_dpl(path, s.span), f'"{s.path}"', s.alias, frame, s.span)
+
+    def bring(self, names, what, alias, frame, span):
+        if alias is None:
+            self.bring_in(names, what, frame, span)
+        else:
+            frame.locals[alias] = Namespace(what, names)
 
     def _train(self, s: A.Train, frame):
         self._declaration_only_at_top(s, frame)
@@ -474,13 +580,16 @@ class Interpreter:
 
     # ---- modules ---------------------------------------------------------------------
 
-    def instantiate(self, name: str, mod: ModuleValue, call: A.Call, frame) -> Instance:
+    def instantiate(self, name: str, mod: ModuleValue, args, kwargs, span) -> Instance:
+        """Run a module body: parameters `name.W`, constants, and sub-instances `name.enc` of modules
+        called in its assignments."""
         decl = mod.decl
-        args = [self.eval(a, frame) for a in call.args]
-        kwargs = {k: self.eval(v, frame) for k, v in call.kwargs}
-        inst = Instance(name, decl)
-        inst.values.update(bind_args(decl.name, decl.params, args, kwargs, call.span))
-        scope = Frame(inst.values, inst, f"{decl.name}(...)")
+        inst = Instance(name, decl, mod.globals)
+        inst.values.update(bind_args(decl.name, decl.params, args, kwargs, span, decl.defaults))
+        scope = Frame(inst.values, inst, f"{decl.name}(...)", globals_=mod.globals)
+        for p, d in decl.defaults:
+            if p not in inst.values:
+                inst.values[p] = self.eval(d, scope)
         for stmt in decl.body:
             if isinstance(stmt, A.FnDef):
                 inst.fns[stmt.name] = stmt
@@ -491,8 +600,25 @@ class Interpreter:
                 self.create_param(stmt, scope, full)
                 inst.params[stmt.name] = full
             elif isinstance(stmt, A.Assign):
-                inst.values[stmt.target] = self.eval(stmt.value, scope)
+                inst.values[stmt.target] = self.eval_owning(f"{name}.{stmt.target}", stmt.value, scope)
         return inst
+
+    def new_instance(self, mod: ModuleValue, n: A.Call, frame, args, kwargs) -> Instance:
+        """A module called inside a top-level or module-body assignment creates an instance; elsewhere it is
+        an error (an instance made at every call of a function would have no stable parameter names)."""
+        owner = self.owner
+        if owner is None or owner[1] is not frame:
+            raise DplError(f"module instances are created only in an assignment at top level or in a module "
+                           f"body, as `name = {mod.decl.name}(...)`", n.span)
+        name = owner[0]
+        if name.count(".") >= MAX_INSTANCE_DEPTH:
+            raise DplError(f"module instances nested more than {MAX_INSTANCE_DEPTH} deep, as in `{name[:60]}...`: "
+                           f"does `{mod.decl.name}` create an instance of itself?", n.span)
+        if owner[2] is not n:  # inside a larger expression: numbered
+            k = self.instance_counts.get(name, 0)
+            self.instance_counts[name] = k + 1
+            name = f"{name}.{k}"
+        return self.instantiate(name, mod, args, kwargs, n.span)
 
     # ---- names -----------------------------------------------------------------------
 
@@ -501,9 +627,19 @@ class Interpreter:
             v = frame.locals[name]
             if type(v) is ParamRef:
                 return self.read_param(v.name)
-            if frame.top and self.reads is not None:
-                self.reads.setdefault(name, v)
+            if self.reads is not None and frame.seq < self.reads_before:
+                self.reads.setdefault((id(frame.locals), name), (frame.locals, name, v))
             return v
+        outer = frame.parent
+        while outer is not None:  # the functions this one is nested in, innermost first
+            if name in outer.locals:
+                v = outer.locals[name]
+                if type(v) is ParamRef:
+                    return self.read_param(v.name)
+                if self.reads is not None and outer.seq < self.reads_before:  # a closure over a frame from before
+                    self.reads.setdefault((id(outer.locals), name), (outer.locals, name, v))
+                return v
+            outer = outer.parent
         inst = frame.instance
         if inst is not None:
             if name in inst.params:
@@ -512,17 +648,33 @@ class Interpreter:
                 return Function(inst.fns[name], inst)
             if name in inst.values:
                 return inst.values[name]
-        if name in self.globals:
-            v = self.globals[name]
+        names = self.globals if frame.globals is None else frame.globals
+        if name in names:
+            v = names[name]
             if type(v) is ParamRef:
                 return self.read_param(v.name)
             if self.reads is not None:  # a replayable recording: replay checks the name still holds v
-                self.reads.setdefault(name, v)
+                self.reads.setdefault((id(names), name), (names, name, v))
             return v
-        return self.builtins.get(name)
+        v = self.builtins.get(name)
+        if v is None and "." in name:  # `model.loss` (of `train model.loss`, `--fn model.loss`)
+            head, *path = name.split(".")
+            v = self.lookup_optional(head, frame)
+            for attr in path:
+                if isinstance(v, Namespace) and attr in v.globals:
+                    v = self.member(v, attr, None)
+                    continue
+                if not isinstance(v, Instance) or attr not in set(v.params) | set(v.fns) | set(v.values):
+                    return None
+                v = self.attribute(v, attr, None)
+        return v
 
     def visible_names(self, frame):
-        names = set(frame.locals) | set(self.globals) | set(self.builtins)
+        names = set(frame.locals) | set(self.globals if frame.globals is None else frame.globals) | set(self.builtins)
+        outer = frame.parent
+        while outer is not None:
+            names |= set(outer.locals)
+            outer = outer.parent
         if frame.instance is not None:
             names |= set(frame.instance.params) | set(frame.instance.fns) | set(frame.instance.values)
         return names
@@ -549,7 +701,8 @@ class Interpreter:
     def _name(self, n: A.Name, frame):
         v = self.lookup_optional(n.id, frame)
         if v is None:
-            if n.id in frame.locals or n.id in self.globals:  # bound to the result of a call that returned nothing
+            names = self.globals if frame.globals is None else frame.globals
+            if n.id in frame.locals or n.id in names:  # bound to the result of a call that returned nothing
                 raise DplError(f"`{n.id}` has no value: it was assigned the result of a function that returned "
                                f"nothing", n.span)
             raise DplError(f"unknown name `{n.id}`{suggest(n.id, self.visible_names(frame))}", n.span)
@@ -635,11 +788,16 @@ class Interpreter:
                 for a in n.args]
         kwargs = {k: self.eval(v, frame) for k, v in n.kwargs}
         graph.set_span(n.span)
+        if isinstance(f, ModuleValue):
+            return self.new_instance(f, n, frame, args, kwargs)
         return self.call(f, args, kwargs, n.span)
 
     def call(self, f, args, kwargs, span):
         from .builtins import Builtin
         if isinstance(f, Builtin):
+            if not f.takes_list and (List in map(type, args) or List in map(type, kwargs.values())):
+                args = [_empty_as_tensor(a) for a in args]  # `[]` where a builtin wants a shape or axes
+                kwargs = {k: _empty_as_tensor(v) for k, v in kwargs.items()}
             return f(self, args, kwargs, span)
         if isinstance(f, Function):
             return self.call_function(f, args, kwargs, span)
@@ -649,7 +807,8 @@ class Interpreter:
                                span)
             return self.call_function(Function(f.fns["call"], f), args, kwargs, span)
         if isinstance(f, ModuleValue):
-            raise DplError(f"module instances are created only at top level, as `name = {f.decl.name}(...)`", span)
+            raise DplError(f"module instances are created only in an assignment at top level or in a module "
+                           f"body, as `name = {f.decl.name}(...)`", span)
         dpl_call = getattr(f, "dpl_call", None)
         if dpl_call is not None:
             return dpl_call(self, args, kwargs, span)
@@ -660,13 +819,15 @@ class Interpreter:
         if self.steps > self.max_steps:
             raise limits.call_limit_error(f.name, span, self.max_steps)
         decl = f.decl
-        frame = Frame(bind_args(f.name, decl.params, args, kwargs, span), f.instance, f.name)
+        frame = Frame(bind_args(f.name, decl.params, args, kwargs, span, decl.defaults), f.instance, f.name,
+                      parent=f.env, globals_=f.globals)
         self.depth += 1
         outer = graph.enter_scope("call", f.name, span)
         try:
             if self.depth > self.max_depth:
                 raise DplError(f"recursion deeper than {self.max_depth} calls in `{f.name}` "
                                f"(a recursive function without a base case?)", span)
+            self.enter_function(decl, frame)
             r = self.exec_block(decl.body, frame)
         except DplError as e:
             e.called_from(span, f.name)
@@ -680,17 +841,33 @@ class Interpreter:
             graph.leave_scope(outer)
         return r.value if r is not None else None
 
+    def enter_function(self, decl: A.FnDef, frame) -> None:
+        """Defaults left out of the call, evaluated in order in the new frame; `fn` declarations directly in
+        the body are bound before it runs (hoisted, as at top level)."""
+        if decl.defaults and len(frame.locals) < len(decl.params):
+            for p, d in decl.defaults:
+                if p not in frame.locals:
+                    frame.locals[p] = self.eval(d, frame)
+        hit = self._nested.get(id(decl))
+        if hit is None or hit[0] is not decl:
+            hit = self._nested[id(decl)] = (decl, tuple(s for s in decl.body if type(s) is A.FnDef))
+        for s in hit[1]:
+            frame.locals[s.name] = Function(s, frame.instance, frame, frame.globals)
+
     def _index(self, n: A.Index, frame):
         v = self.eval(n.value, frame)
         key = tuple(self.index_item(item, frame) for item in n.items)
         graph.set_span(n.span)
-        if isinstance(v, tuple):
+        if isinstance(v, (tuple, List)):
+            what = "tuple" if isinstance(v, tuple) else "list"
+            if what == "list" and len(key) == 1 and isinstance(key[0], slice):
+                return v[key[0]]
             if len(key) != 1 or not isinstance(key[0], int):
-                raise DplError("a tuple is indexed by one integer", n.span)
+                raise DplError(f"a {what} is indexed by one integer{' or a slice' * (what == 'list')}", n.span)
             try:
                 return v[key[0]]
             except IndexError:
-                raise DplError(f"index {key[0]} is out of range for a tuple of {len(v)}", n.span) from None
+                raise DplError(f"index {key[0]} is out of range for a {what} of {len(v)}", n.span) from None
         if not is_tensor(v):
             raise DplError(f"cannot index {describe_type(v)}", n.value.span)
         if any(getattr(k, "ndim", 0) for k in key):  # an integer or boolean array: a gather can be larger than x
@@ -706,6 +883,8 @@ class Interpreter:
             raise DplError(f"bad index for a tensor of shape {shape_str(v)}: {e}", n.span) from None
 
     def index_item(self, item, frame):
+        if type(item) is A.Ellipsis_:
+            return Ellipsis
         if isinstance(item, A.Slice):
             return slice(*(None if p is None else self.index_int(p, frame) for p in (item.lo, item.hi, item.step)))
         v = self.unguarded(self.eval(item, frame))
@@ -731,30 +910,87 @@ class Interpreter:
 
     def _attr(self, n: A.Attr, frame):
         v = self.eval(n.value, frame)
+        if isinstance(v, Namespace):
+            return self.member(v, n.name, n.span)
         if not isinstance(v, Instance):
             raise DplError(f"`.{n.name}`: only module instances have attributes, got {describe_type(v)}", n.span)
-        if n.name in v.params:
-            return self.read_param(v.params[n.name])
-        if n.name in v.fns:
-            return Function(v.fns[n.name], v)
-        if n.name in v.values:
-            return v.values[n.name]
-        names = set(v.params) | set(v.fns) | set(v.values)
-        raise DplError(f"`{v.name}` ({v.decl.name}) has no `{n.name}`{suggest(n.name, names)}", n.span)
+        return self.attribute(v, n.name, n.span)
 
-    def eval_list(self, n: A.ListLit, frame) -> list:
-        return [self.eval(x, frame) for x in n.items]
+    def member(self, ns: Namespace, name: str, span):
+        if name not in ns.globals or name.startswith("_"):
+            public = [k for k in ns.globals if not k.startswith("_")]
+            raise DplError(f"{ns.name} has no `{name}`{suggest(name, public)}", span)
+        v = ns.globals[name]
+        return self.read_param(v.name) if type(v) is ParamRef else v
+
+    def attribute(self, v: Instance, name: str, span):
+        if name in v.params:
+            return self.read_param(v.params[name])
+        if name in v.fns:
+            return Function(v.fns[name], v)
+        if name in v.values:
+            return v.values[name]
+        names = set(v.params) | set(v.fns) | set(v.values)
+        raise DplError(f"`{v.name}` ({v.decl.name}) has no `{name}`{suggest(name, names)}", span)
+
+    def eval_list(self, n: A.ListLit, frame) -> List:
+        return List([self.eval(x, frame) for x in n.items])
 
     def _list(self, n: A.ListLit, frame):
-        items = self.eval_list(n, frame)
+        """Brackets around tensors of one shape are a tensor literal (LANGUAGE.md §3); `[]` and brackets
+        around anything else are a list."""
+        items = [self.eval(x, frame) for x in n.items]
         graph.set_span(n.span)
-        return make_tensor(items, n)
+        if items and all(is_tensor(x) for x in items) and len({np.shape(raw(x)) for x in items}) == 1:
+            return make_tensor(items, n)
+        return List(items)
 
     def _tuple(self, n: A.TupleExpr, frame):
         return tuple(self.eval(x, frame) for x in n.items)
 
+    def _lambda(self, n: A.Lambda, frame):
+        return Function(n.fn, frame.instance, None if frame.top else frame, frame.globals)
+
     _eval = {A.Num: _num, A.Str: _str, A.Bool: _bool, A.Name: _name, A.BinOp: _binop, A.UnOp: _unop,
-             A.Call: _call, A.Index: _index, A.Attr: _attr, A.ListLit: _list, A.TupleExpr: _tuple}
+             A.Call: _call, A.Index: _index, A.Attr: _attr, A.ListLit: _list, A.TupleExpr: _tuple,
+             A.Lambda: _lambda}
+
+
+def parse_overrides(items) -> dict:
+    """`--set NAME=VALUE` items: NAME -> the literal VALUE parsed as DPL (a number, string, boolean, bracket,
+    tuple, or a negated number)."""
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise DplError(f"--set takes NAME=VALUE, got `{item}`")
+        body = parse(text, f"--set {name}").body
+        if len(body) != 1 or not isinstance(body[0], A.ExprStmt) or not _literal(body[0].expr):
+            raise DplError(f"--set {name}: the value must be a DPL literal such as 3, 0.5, \"adam\", true or [1, 2], "
+                           f"got `{text}`")
+        out[name] = body[0].expr
+    return out
+
+
+def _literal(n) -> bool:
+    if isinstance(n, (A.Num, A.Str, A.Bool)):
+        return True
+    if isinstance(n, A.UnOp):
+        return n.op == "-" and isinstance(n.operand, A.Num)
+    return isinstance(n, (A.ListLit, A.TupleExpr)) and all(_literal(x) for x in n.items)
+
+
+def check_overrides(overrides: dict, program: A.Program) -> None:
+    settable = list(dict.fromkeys(s.target for s in program.body if isinstance(s, A.Assign)))
+    for name in overrides:
+        if name not in settable:
+            raise DplError(f"--set {name}: the program has no top-level assignment to `{name}`"
+                           f"{suggest(name, settable)}; names that can be set: {', '.join(settable) or 'none'}")
+
+
+def _empty_as_tensor(v):
+    return B.xp.zeros((0,), dtype=B.float_dtype) if type(v) is List and not v.n else v
 
 
 def too_deep_or_big(e: BaseException, span) -> DplError:
@@ -822,10 +1058,10 @@ def check_matmul(a, b, span):
         raise e.at(span)
 
 
-def bind_args(name, params, args, kwargs, span) -> dict:
+def bind_args(name, params, args, kwargs, span, defaults=()) -> dict:
+    """Arguments by parameter name; parameters with `defaults` may be left out (the caller evaluates them)."""
     if len(args) > len(params):
-        raise DplError(f"`{name}` takes {len(params)} argument{'s' * (len(params) != 1)} "
-                       f"({', '.join(params)}), got {len(args)}", span)
+        raise DplError(f"`{name}` takes {arity(params, defaults)}, got {len(args)}", span)
     bound = dict(zip(params, args))
     for k, v in kwargs.items():
         if k not in params:
@@ -833,11 +1069,21 @@ def bind_args(name, params, args, kwargs, span) -> dict:
         if k in bound:
             raise DplError(f"`{name}` got two values for `{k}`", span)
         bound[k] = v
-    missing = [p for p in params if p not in bound]
-    if missing:
-        raise DplError(f"`{name}` takes {len(params)} argument{'s' * (len(params) != 1)} ({', '.join(params)}), "
-                       f"missing {', '.join(f'`{m}`' for m in missing)}", span)
+    if len(bound) < len(params):
+        optional = {p for p, _ in defaults}
+        missing = [p for p in params if p not in bound and p not in optional]
+        if missing:
+            raise DplError(f"`{name}` takes {arity(params, defaults)}, missing "
+                           f"{', '.join(f'`{m}`' for m in missing)}", span)
     return bound
+
+
+def arity(params, defaults=()) -> str:
+    """`2 arguments (x, y)`, `1 to 2 arguments (x, k = ...)`."""
+    least = len(params) - len(defaults)
+    count = f"{least} to {len(params)}" if defaults else str(len(params))
+    shown = [p + " = ..." * any(p == d for d, _ in defaults) for p in params]
+    return f"{count} argument{'s' * (len(params) != 1)} ({', '.join(shown)})"
 
 
 def stdlib_path(name: str, span) -> Path:

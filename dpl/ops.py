@@ -111,6 +111,8 @@ div = defop("div", [lambda g, ans, x, y: unbroadcast(div(g, y), shape(x)),
 mod = defop("mod", [lambda g, ans, x, y: unbroadcast(g, shape(x)),
                     lambda g, ans, x, y: unbroadcast(neg(mul(g, floor(div(x, y)))), shape(y))]
             )(lambda x, y: B.xp.mod(x, y))
+stop_gradient = defop("stop_gradient")(lambda x: x)  # an identity through which no adjoint flows
+floordiv = defop("floordiv")(lambda x, y: B.xp.floor_divide(x, y))  # piecewise constant: no adjoint
 
 
 def _pow_dx(g, ans, x, y):

@@ -92,6 +92,13 @@ class _ToAst(Transformer):
         return A.Assign(self._name(ch[0]), ch[1], self._span(ch[0]))
 
     @v_args(meta=True)
+    def aug_assign(self, meta, ch):
+        """`x += e` is `x = x + e` (likewise -=, *=, /=)."""
+        target = self._name(ch[0])
+        op = A.BinOp(ch[1].value[0], A.Name(target, self._span(ch[0])), ch[2], self._span(ch[1]))
+        return A.Assign(target, op, self._span(ch[0]))
+
+    @v_args(meta=True)
     def unpack(self, meta, ch):
         return A.Unpack(tuple(self._name(t) for t in ch[:-1]), ch[-1], self._span(meta))
 
@@ -131,22 +138,41 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def fn_def(self, meta, ch):
-        name, *params, body = ch
-        params = tuple(self._name(p) for p in params if p is not None)
-        if len(set(params)) != len(params):
-            raise DplError(f"function `{name}` has a repeated parameter name", self._span(name))
+        name, params, body = ch
+        return self._fn(self._name(name), params, body, self._span(name))
+
+    @v_args(meta=True)
+    def lambda_(self, meta, ch):
+        params, body = ch
+        span = self._span(meta)
+        return A.Lambda(self._fn("fn", params, body, span), span)
+
+    def _fn(self, name, params, body, span) -> A.FnDef:
+        params = params or ()
+        names = tuple(p for p, _ in params)
+        for i, (p, default) in enumerate(params):
+            if p in names[:i]:
+                raise DplError(f"function `{name}` has a repeated parameter name `{p}`", span)
+            if default is None and i and params[i - 1][1] is not None:
+                raise DplError(f"parameter `{p}` without a default follows one with a default", span)
         if not isinstance(body, tuple):
             body = (A.Return(body, body.span),)
-        return A.FnDef(self._name(name), params, body, self._span(name))
+        return A.FnDef(name, names, body, tuple((p, d) for p, d in params if d is not None), span)
+
+    def fn_params(self, ch):
+        return tuple(ch)
+
+    def fn_param(self, ch):
+        return (self._name(ch[0]), ch[1])
 
     @v_args(meta=True)
     def module_def(self, meta, ch):
-        name, *params, body = ch
-        params = tuple(self._name(p) for p in params if p is not None)
+        name, params, body = ch
         for stmt in body:
             if not isinstance(stmt, (A.Param, A.FnDef, A.Assign)):
                 raise DplError("a module body holds only `param`, `fn` and assignments", stmt.span)
-        return A.ModuleDef(self._name(name), params, body, self._span(name))
+        fn = self._fn(self._name(name), params, (), self._span(name))
+        return A.ModuleDef(fn.name, fn.params, body, fn.defaults, fn.span)
 
     @v_args(meta=True)
     def param_decl(self, meta, ch):
@@ -159,11 +185,16 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def use_stmt(self, meta, ch):
-        return A.Use(self._name(ch[0]), self._span(ch[0]))
+        return A.Use(self._name(ch[0]), self._name(ch[1]) if ch[1] is not None else None, span=self._span(ch[0]))
 
     @v_args(meta=True)
     def import_stmt(self, meta, ch):
-        return A.Import(_unquote(ch[0].value), self._span(ch[0]))
+        return A.Import(_unquote(ch[0].value), self._name(ch[1]) if ch[1] is not None else None,
+                        span=self._span(ch[0]))
+
+    def dotted(self, ch):
+        """`model.loss`: the loss of a `train` block may be any function, named by its path."""
+        return Token("NAME", ".".join(self._name(t) for t in ch), ch[0].start_pos, ch[0].line, ch[0].column)
 
     @v_args(meta=True)
     def train_stmt(self, meta, ch):
@@ -171,7 +202,7 @@ class _ToAst(Transformer):
         for stmt in body:
             if not isinstance(stmt, A.Assign):
                 raise DplError("a train block holds only settings: `optimizer = ...`, `epochs = ...`", stmt.span)
-        return A.Train(self._name(name), tuple(o for o in over if o is not None), body, self._span(name))
+        return A.Train(name.value, tuple(o for o in over if o is not None), body, self._span(name))
 
     # ---- expressions ----
     def binop(self, ch):
@@ -207,6 +238,14 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def index(self, meta, ch):
         return A.Index(ch[0], tuple(c for c in ch[1:] if c is not None), self._span(meta))
+
+    @v_args(meta=True)
+    def ellipsis(self, meta, ch):
+        return A.Ellipsis_(self._span(meta))
+
+    @v_args(meta=True)
+    def tuple(self, meta, ch):
+        return A.TupleExpr(tuple(c for c in ch if c is not None), self._span(meta))
 
     @v_args(meta=True)
     def slice2(self, meta, ch):
@@ -273,10 +312,10 @@ def _unquote(s: str) -> str:
         return s[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
-_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "_LSQB", "MINUS", "NOT", "TRUE", "FALSE"}
+_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "_LSQB", "MINUS", "NOT", "TRUE", "FALSE", "FN"}
 _ATOM_START = {"INT", "FLOAT"}  # accepted exactly where an expression may start
 _STMT_START = {"FN", "PARAM", "MODULE", "USE", "IMPORT", "TRAIN", "SOFT", "IF", "FOR", "WHILE", "RETURN"}
-_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "AT", "POW", "COMPARE", "AND", "OR"}
+_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "DSLASH", "PERCENT", "AT", "POW", "COMPARE", "AND", "OR"}
 _SPELLED = {"_NL": "a newline", "$END": "the end of the file", "NAME": "a name", "STRING": "a string"}
 
 
@@ -300,7 +339,7 @@ def _accepted(e) -> set:
 def _expected(names) -> str:
     parser = _parser()
     words = []
-    if "FN" in names:  # the start of a statement
+    if "PARAM" in names:  # the start of a statement
         words.append("a statement")
         names = names - _STMT_START - _EXPR_START
     if names & _ATOM_START:

@@ -42,6 +42,9 @@ def record(interp, f, args, kwargs=None, span=None, *, box=None, names=None, par
     steps = interp.steps
     graph.recording.append(trace)
     saved_reads, interp.reads = interp.reads, reads
+    if outermost:
+        from .interp import Frame
+        interp.reads_before = next(Frame._seq)
     try:
         with interp.tracing_params(trace) if params else nullcontext({}) as pboxes:
             out = interp.call(f, boxed, kwargs or {}, span)

@@ -40,8 +40,8 @@ class Miss(Exception):
 def function_key(f):
     """What identifies a callee across calls (a module's functions are bound afresh on every lookup)."""
     from .interp import Function
-    if type(f) is Function:
-        return ("fn", _Same(f.decl), _Same(f.instance))
+    if type(f) is Function:  # a closure made afresh is another function: its variables may differ
+        return ("fn", _Same(f.decl), _Same(f.instance), _Same(f.env))
     return _Same(f)
 
 
@@ -153,8 +153,8 @@ class Skeleton:
         if (len(self.nodes), len(self.guards), self.inputs) != (len(other.nodes), len(other.guards), other.inputs):
             return "a different path"
         a, b = self.reads, other.reads
-        if a.keys() != b.keys() or any(a[k] is not b[k] for k in a):
-            return "a top-level name bound to another value"
+        if a.keys() != b.keys() or any(a[k][2] is not b[k][2] for k in a):
+            return "a name it reads bound to another value"
         for (op, pa, aa, ca), (op2, pb, ab, cb) in zip(self.nodes, other.nodes):
             if op is not op2 or pa != pb:
                 return "a different path"
@@ -175,7 +175,7 @@ class Plan:
     def __init__(self, rec, wrt, log, wrt_params):
         trace = rec.trace
         self.steps = rec.steps
-        self.reads = list(rec.reads.items())
+        self.reads = list(rec.reads.values())
         arg_of = {b.node: k for k, b in enumerate(rec.args) if type(b) is Box and b.trace is trace}
         param_of = {b.node: name for name, b in rec.params.items()}
         self.sources = [("arg", arg_of[n]) if n in arg_of else ("param", param_of[n]) for n in trace.inputs]
@@ -193,9 +193,8 @@ class Plan:
             p = params[name]
             if p.shape != shp or p.dtype != dt:
                 raise Miss
-        g = interp.globals
-        for name, v in self.reads:
-            if g.get(name) is not v:
+        for scope, name, v in self.reads:
+            if scope.get(name) is not v:
                 raise Miss
         if interp.steps + self.steps > interp.max_steps:
             raise Miss  # recording again reports the limit where it is reached

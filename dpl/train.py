@@ -461,6 +461,8 @@ class Trainer:
                         at = (epoch + 1, 0)
                         shuffle_state, epoch_losses, epoch_skipped = rng.bit_generator.state, [], 0
                     session.after_step(interp, state)
+            # draws inside the loss leave no trace outside the block: what follows draws as under `dpl run`
+            interp.rng.bit_generator.state = session.start["rng_start"]
         finally:
             display.close()
             now = time.perf_counter()
@@ -618,7 +620,8 @@ def train_command(args, path: Path) -> int:
     trainer = Trainer(args.epochs, report, progress=not args.quiet, log_epochs=args.quiet,
                       on_nonfinite=lambda it: save_params(out, it.params), skip_nonfinite=args.skip_nonfinite,
                       session=session)
-    interp = Interpreter(mode="train", seed=args.seed, loaded_params=loaded, trainer=trainer)
+    interp = Interpreter(mode="train", seed=args.seed, loaded_params=loaded, trainer=trainer,
+                         overrides=getattr(args, "set", None))
     handlers = _catch_signals(session)
     try:
         try:

@@ -1,10 +1,43 @@
-"""How values print (LANGUAGE.md §5): integers bare, floats as Python's repr, tensors as nested lists."""
+"""Lists, and how values print (LANGUAGE.md §5): integers bare, floats as Python's repr, tensors as nested lists."""
 from __future__ import annotations
 
 import numpy as np
 
 from . import backend as B
 from .graph import raw
+
+
+class List:
+    """An immutable list of any values. `append` returns a new list that shares its predecessor's storage
+    while that predecessor is the longest view of it, so appending T items costs O(T) in all."""
+
+    __slots__ = ("store", "n")
+
+    def __init__(self, items=(), store=None, n=None):
+        self.store = list(items) if store is None else store
+        self.n = len(self.store) if n is None else n
+
+    def append(self, v) -> "List":
+        if len(self.store) == self.n:  # nobody has appended to this view yet: extend its storage in place
+            self.store.append(v)
+            return List(store=self.store, n=self.n + 1)
+        return List(self.store[:self.n] + [v])
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        return iter(self.store[:self.n])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return List(self.store[:self.n][i])
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.store[i % self.n]
+
+    def describe(self):
+        return f"a list of {self.n}"
 
 
 def format_float(x) -> str:
@@ -34,6 +67,8 @@ def format_value(v) -> str:
     v = raw(v)
     if isinstance(v, tuple):
         return "(" + ", ".join(format_value(x) for x in v) + ")"
+    if isinstance(v, List):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
     if isinstance(v, str):
         return v
     if v is None:

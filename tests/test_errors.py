@@ -592,3 +592,37 @@ def test_cli_check_examples_subprocess():
     assert EXAMPLES, "no examples found"
     r = run_cli("check", str(EXAMPLES[0]), cwd=ROOT)
     assert r.returncode == 0 and r.stdout == ""
+
+
+# ---- issue 10: closures, lists, sub-instances -------------------------------------------------------------
+
+def test_error_inside_a_closure_shows_the_call_chain():
+    e = error_of("""\
+        fn outer(x) {
+            fn inner(y) = y @ x
+            return inner([1.0, 2.0])
+        }
+        outer(ones([3, 1]))
+        """)
+    lines = e.format().splitlines()
+    assert lines[:3] == ["prog.dpl:2:21: shape mismatch in `@`: [2] @ [3, 1] (inner sizes 2 and 3 differ)",
+                         "        fn inner(y) = y @ x", "                        ^"]
+    assert lines[3:] == ["  in inner, called from prog.dpl:3:12", "  in outer, called from prog.dpl:5:1"]
+
+
+def test_error_inside_a_sub_instance_names_its_path():
+    e = error_of("""\
+        module Lin(n) {
+            param W: [n, n] ~ ones
+            fn call(x) = x @ W
+        }
+        module Two() {
+            enc = Lin(2)
+            fn call(x) = enc(x)
+        }
+        m = Two()
+        m(ones([3]))
+        """)
+    assert e.format().splitlines()[0] == "prog.dpl:3:20: shape mismatch in `@`: [3] @ [2, 2] (inner sizes 3 and 2 differ)"
+    assert e.format().splitlines()[-2:] == ["  in m.enc.call, called from prog.dpl:7:18",
+                                            "  in m.call, called from prog.dpl:10:1"]

@@ -46,7 +46,8 @@ from dpl.parser import RESERVED
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = sorted((ROOT / "examples").glob("*.dpl")) + sorted((ROOT / "stdlib").glob("*.dpl")) \
-    + sorted((ROOT / "tests" / "conformance").glob("*.dpl"))
+    + sorted((ROOT / "tests" / "conformance").glob("*.dpl")) \
+    + sorted((ROOT / "tests" / "fuzz" / "seeds").glob("*.dpl"))  # issue 10's constructs
 CORPUS = sorted((ROOT / "tests" / "fuzz").glob("*.dpl"))
 
 TIME_LIMIT = 5.0          # seconds per input (typical: 10 ms)
@@ -140,10 +141,11 @@ def first_line(result) -> str:
 # ---- the vocabulary and the mutations ---------------------------------------------------------------------
 
 TOKEN = re.compile(rb'#[^\n]*|"(?:[^"\\\n]|\\.)*"|(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\d+'
-                   rb'|[A-Za-z_][A-Za-z0-9_]*|\*\*|<=|>=|==|!=|[-+*/%^@<>=~(){}\[\],:;.]|\r?\n|[ \t]+|.', re.S)
+                   rb'|[A-Za-z_][A-Za-z0-9_]*|\*\*|<=|>=|==|!=|\.\.\.|//|[-+*/]='
+                   rb'|[-+*/%^@<>=~(){}\[\],:;.]|\r?\n|[ \t]+|.', re.S)
 OPERATORS = [b"+", b"-", b"*", b"/", b"%", b"^", b"**", b"@", b"<", b"<=", b">", b">=", b"==", b"!=",
-             b"and", b"or", b"not", b"=", b"~"]
-PUNCTUATION = [b"(", b")", b"[", b"]", b"{", b"}", b",", b":", b";", b".", b"\n"]
+             b"and", b"or", b"not", b"=", b"~", b"//", b"+=", b"-=", b"*=", b"/=", b"..."]
+PUNCTUATION = [b"(", b")", b"[", b"]", b"{", b"}", b",", b":", b";", b".", b"\n", b"fn(", b"(x,)"]
 KEYWORDS = sorted(w.encode() for w in RESERVED | {"max", "as", "over"})
 LITERALS = [b"0", b"1", b"2", b"-1", b"3.5", b".5", b"1e-8", b"2.0", b'"s"', b'"data/cora.npz"', b'"x.csv"',
             b'"fuzz.dpl"', b'"nn.dpl"', b"x", b"y", b"f", b"W", b"nn", b"steps", b"pi", b"e"]
@@ -154,7 +156,10 @@ STATEMENTS = [b"while true { }", b"while 1 < 2 { x = 1 }", b"for i in range(9999
               b"z = zeros([99999, 99999])", b"z = ones([100000, 1]) * ones([100000])", b"fn r(n) = r(n + 1)",
               b"q = r(0)", b"z = odeint(f, 1.0, 0.0, 1.0, steps = 99999999999)", b'import "fuzz.py"',
               b'import "fuzz.dpl"', b'z = load("missing.csv")', b'z = load("data/cora.npz", "nope")', b"use nope",
-              b"print(" + b"[" * 70 + b"1" + b"]" * 70 + b")", b"x = " + b"-" * 2000 + b"1"]
+              b"print(" + b"[" * 70 + b"1" + b"]" * 70 + b")", b"x = " + b"-" * 2000 + b"1",
+              b"xs = []\nwhile true { xs = append(xs, xs) }",
+              b"fn r2(n) {\n fn s(m) = r2(m + 1)\n return s(n)\n}\nq = r2(0)",
+              b"k = fn(x) = k(x)\nq = k(1)", b"z = concat(append([], zeros([99999])), axis = 0) * ones([99999, 1])"]
 NUMBERS = [b"0", b"1", b"2", b"-1", b"0.0", b"-0.5", b"1e308", b"1e-320", b"64", b"65", b"3.5", b"-2"]
 HUGE = [b"1e999999", b"-1e999999", b"1e-999999", b"9" * 400, b"1" + b"0" * 19, b"9223372036854775807",
         b"9223372036854775808", b"2147483648", b"99999999999", b"[1000000, 1000000]", b"[99999, 99999, 99999]",
@@ -279,10 +284,13 @@ def test_deep_nesting(work, nest, depth, inner):
 
 ARGUMENTS = ["1.0", "2", "-1", "0", "true", '"s"', "[1.0, 2.0]", "[[1.0, 2.0], [3.0, 4.0]]", "[]", "[0, 1]",
              "[true, false]", "zeros([0, 2])", "zeros([2, 0])", "[[[1.0]]]", "[[0, 1], [1, 0]]", "[2, 3]", "1e308",
-             "-0.5", "1e999999", "range(3)", "f", "g", "t", "A", "inst", "print", "grad(f)", "nn"]
+             "-0.5", "1e999999", "range(3)", "f", "g", "t", "A", "inst", "print", "grad(f)", "nn",
+             "xs", "[1.0, [2.0, 3.0]]", "(1.0, 2)", "fn(x) = x * 2.0", "outer", "outer.inner", "clo"]
 PRELUDE = ("fn f(x) = x\nfn g(a, b) = a\nfn pair() { return 1.0, 2.0 }\nt = pair()\n"
            "A = adjacency([[0], [1]], 2)\nmodule M(n) {\n    param W: [n] ~ zeros\n    fn call(x) = x * W\n}\n"
-           "inst = M(2)\nnn = 3\n")
+           "inst = M(2)\nnn = 3\nxs = append(append([], ones([2])), zeros([3]))\n"
+           "module O() {\n    inner = M(2)\n    fn call(x) = inner(x)\n}\nouter = O()\n"
+           "fn mk(k) {\n    fn c(x) = x * k\n    return c\n}\nclo = mk(2.0)\n")
 
 
 @fuzz_settings(default=300)

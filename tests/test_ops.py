@@ -198,6 +198,8 @@ SPEC: dict[str, Row] = {
                 wrt=(0, 1, 2), ref=lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi), valid=clip_ok),
     # no derivative
     "lt": nodiff(2, real, np.less),
+    "floordiv": nodiff(2, real, np.floor_divide),
+    "stop_gradient": nodiff(1, real, lambda x: x),
     "le": nodiff(2, ints, np.less_equal),
     "gt": nodiff(2, real, np.greater),
     "ge": nodiff(2, ints, np.greater_equal),

@@ -370,7 +370,7 @@ def test_indexing(src, tree):
 
 def test_empty_index_is_a_syntax_error():
     e = syntax_error("x = a[]")
-    assert e.message == "syntax error: unexpected `]`; expected an expression or `:`"
+    assert e.message == "syntax error: unexpected `]`; expected an expression, `:` or `...`"
     assert pos(e.span) == (1, 7)
 
 
@@ -521,7 +521,7 @@ def test_fn(src, tree):
 
 def test_fn_repeated_parameter():
     e = syntax_error("fn f(x, x) = x")
-    assert e.message == "function `f` has a repeated parameter name"
+    assert e.message == "function `f` has a repeated parameter name `x`"
     assert pos(e.span) == (1, 4)
 
 
@@ -832,3 +832,55 @@ def test_program_node():
     p = parse("x = 1", "some/file.dpl")
     assert isinstance(p, A.Program) and p.file == "some/file.dpl" and p.body == (X1,)
     assert p.span == Span("some/file.dpl", 1, 1)
+
+
+# ---- issue 10: closures, defaults, tuples, augmented assignment, //, ..., qualified imports ----------------------
+
+def R(e):
+    return (A.Return(e),)
+
+
+@pytest.mark.parametrize("src, tree", [
+    ("fn(t, y) = -k * y", A.Lambda(A.FnDef("fn", ("t", "y"), R(B("*", U("-", N("k")), N("y")))))),
+    ("fn() = 1", A.Lambda(A.FnDef("fn", (), R(C(1))))),
+    ("fn(x, k = 2) = x + 1", A.Lambda(A.FnDef("fn", ("x", "k"), R(B("+", N("x"), C(1))), (("k", C(2)),)))),
+    ("fn(x) = fn(y) = x", A.Lambda(A.FnDef("fn", ("x",), R(A.Lambda(A.FnDef("fn", ("y",), R(N("x")))))))),
+    ("(1, 2)", A.TupleExpr((C(1), C(2)))),
+    ("(1,)", A.TupleExpr((C(1),))),
+    ("(1)", C(1)),
+    ("a // b * c", B("*", B("//", N("a"), N("b")), N("c"))),
+    ("x[..., 0]", A.Index(N("x"), (A.Ellipsis_(), C(0)))),
+    ("[]", L()),
+    ("f(fn(x) = x, 2)", call("f", A.Lambda(A.FnDef("fn", ("x",), R(N("x")))), C(2))),
+])
+def test_new_expressions(src, tree):
+    assert expr(src) == tree
+
+
+@pytest.mark.parametrize("src, tree", [
+    ("x += 1", A.Assign("x", B("+", N("x"), C(1)))),
+    ("x -= y * 2", A.Assign("x", B("-", N("x"), B("*", N("y"), C(2))))),
+    ("x *= 2", A.Assign("x", B("*", N("x"), C(2)))),
+    ("x /= 2", A.Assign("x", B("/", N("x"), C(2)))),
+    ("fn f(x, k = 2, m = k) = x", A.FnDef("f", ("x", "k", "m"), R(N("x")), (("k", C(2)), ("m", N("k"))))),
+    ("module M(n, s = 1.0) { }", A.ModuleDef("M", ("n", "s"), (), (("s", C(1.0)),))),
+    ("use nn as nn", A.Use("nn", "nn")),
+    ("use nn", A.Use("nn")),
+    ('import "lib/x.dpl" as x', A.Import("lib/x.dpl", "x")),
+    ("train m.loss { }", A.Train("m.loss", (), ())),
+    ("train a.b.c over x { }", A.Train("a.b.c", (N("x"),), ())),
+    ("fn f() {\n    fn g() = 1\n    return g\n}", A.FnDef("f", (), (A.FnDef("g", (), R(C(1))), A.Return(N("g"))))),
+])
+def test_new_statements(src, tree):
+    assert body(src) == (tree,)
+
+
+def test_spans_of_new_constructs():
+    (s,) = body("y = fn(a) = a")
+    assert (s.value.span.line, s.value.span.col) == (1, 5)
+    (s,) = body("y += 1")
+    assert (s.span.col, s.value.span.col) == (1, 3)  # the statement at the name, the operation at `+=`
+
+
+def test_as_and_max_stay_names_outside_their_clauses():
+    assert body("as = 1\nmax = 2") == (A.Assign("as", C(1)), A.Assign("max", C(2)))

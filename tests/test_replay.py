@@ -407,3 +407,32 @@ def test_inlined_kernels_and_vjps_equal_the_ops(case):
     inlined = name != "pow" or (np.ndim(args[1]) == 0 and type(boxes[1]) is not graph.Box)
     rules = re.findall(r"R(\d+)_\d+\(", plan.source)  # VJP rules called rather than inlined
     assert set(rules) <= {str(len(trace.inputs) + len(trace.nodes) - 1)} or not inlined, plan.source  # but sum's
+
+
+def test_closures_see_their_variables_as_they_are_when_called():
+    """A closure's variables are read from a frame older than the recording: rebinding them misses the plan."""
+    src = ("fn outer(x) {\n  k = 1.0\n  fn f(y) = k * y ^ 2\n  out = []\n"
+           "  for i in range(4) {\n    k = float(i)\n    out = append(out, grad(f)(x))\n  }\n  return out\n}\n"
+           "print(outer(3.0))\n"
+           "fn make(c) = fn(y) = c * y ^ 3\ng2 = make(2.0)\ng5 = make(5.0)\n"
+           "for i in range(3) { print(grad(g2)(1.0), grad(g5)(1.0)) }\n")
+    prog = dpl.loads(src)
+    lines = prog.interp.stdout.getvalue().splitlines()
+    assert lines[0] == "[0.0, 6.0, 12.0, 18.0]"
+    assert lines[1:] == ["6.0 15.0"] * 3
+
+
+def test_closure_inside_a_training_loss_replays(tmp_path):
+    src = ("param k: [] = 0.5\ny0 = [1.0, 0.0]\n"
+           "fn loss() {\n  fn rhs(t, y) = [y[1], -k * y[0]]\n"
+           "  return sum((odeint(rhs, y0, 0.0, 1.0, steps = 10) - [0.5, -0.8]) ^ 2)\n}\n"
+           "train loss {\n  optimizer = sgd(lr = 0.1)\n  epochs = 6\n}\nprint(k)\n")
+    path = tmp_path / "c.dpl"
+    path.write_text(src)
+    outs = []
+    for flag in ([], ["--no-replay"]):
+        r = subprocess.run([sys.executable, "-m", "dpl.cli", "train", str(path), "--quiet", "--out",
+                            str(tmp_path / "o.npz"), *flag], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+    assert outs[0] == outs[1]
