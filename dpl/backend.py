@@ -25,6 +25,15 @@ def use(device_name: str = "cpu", dtype: str = "float64") -> None:
     float_dtype = numpy.dtype(dtype)
 
 
+def special():
+    """scipy.special, or cupyx.scipy.special on the GPU (imported only then)."""
+    if xp is numpy:
+        import scipy.special as sp
+    else:  # pragma: no cover - GPU only
+        import cupyx.scipy.special as sp
+    return sp
+
+
 def to_host(a):
     """A numpy array for printing and saving (the only place data leaves the device)."""
     return a.get() if hasattr(a, "get") and xp is not numpy else numpy.asarray(a)

@@ -91,8 +91,7 @@ relu = defop("relu", [lambda g, ans, x: mul(g, gt(x, 0))])(lambda x: B.xp.maximu
 
 @defop("sigmoid", [lambda g, ans, x: mul(g, mul(ans, sub(1.0, ans)))])
 def sigmoid(x):
-    e = B.xp.exp(-B.xp.abs(x))  # never overflows
-    return B.xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return B.special().expit(x)  # stable for any x, in one pass
 
 
 softplus = defop("softplus", [lambda g, ans, x: mul(g, sigmoid(x))])(lambda x: B.xp.logaddexp(0, x))
