@@ -114,13 +114,13 @@ mod = defop("mod", [lambda g, ans, x, y: unbroadcast(g, shape(x)),
 def _pow_dx(g, ans, x, y):
     """∂/∂x of x^y = y x^(y-1), taken as 0 at x = y = 0 (x^0 = 1 is constant; the formula is 0 · ∞ there).
 
-    With x replaced by 1 at those points the formula stays finite, so no NaN reaches higher orders. A mask
-    that is a plain array without a true entry cannot change in a replay: then the plain formula is used.
+    With x replaced by 1 at those points the formula stays finite, so no NaN reaches higher orders. An
+    exponent that is no traced value here is a constant of any recording: when it has no zero (x ^ 2, the
+    common case) the mask is left out.
     """
-    bad = eq(y, 0)
-    if type(bad) is not Box and not bad.any():
+    if type(y) is not Box and bool(y.all() if hasattr(y, "all") else y != 0):
         return unbroadcast(mul(g, mul(y, power(x, sub(y, 1)))), shape(x))
-    bad = logical_and(eq(x, 0), bad)
+    bad = logical_and(eq(x, 0), eq(y, 0))
     safe_x = where(bad, 1.0, x)
     return unbroadcast(where(bad, 0.0, mul(g, mul(y, power(safe_x, sub(y, 1))))), shape(x))
 
