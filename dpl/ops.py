@@ -210,8 +210,13 @@ swapaxes = defop("swapaxes", [lambda g, ans, x: swapaxes(g)])(lambda x: B.xp.swa
 
 reshape = defop("reshape", [lambda g, ans, x, shape: reshape(g, shape=np.shape(raw(x)))]
                 )(lambda x, shape: B.xp.reshape(x, shape))
-transpose = defop("transpose", [lambda g, ans, x, perm: transpose(g, perm=tuple(np.argsort([p % len(perm) for p in perm])))]
+transpose = defop("transpose", [lambda g, ans, x, perm: transpose(g, perm=_inverse(perm))]
                   )(lambda x, perm: B.xp.transpose(x, perm))
+
+
+def _inverse(perm):
+    """The permutation that undoes `perm`, whose axes may count from the end as in np.transpose."""
+    return tuple(np.argsort([p % len(perm) for p in perm]))
 broadcast_to = defop("broadcast_to", [lambda g, ans, x, shape: sum_to(g, shape=np.shape(raw(x)))]
                      )(lambda x, shape: B.xp.broadcast_to(x, shape))
 

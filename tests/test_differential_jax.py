@@ -4,7 +4,7 @@ DPL programs beside their JAX twins, comparing values, gradients and Hessian-vec
 JAX is only a reference: `pip install -e '.[test-jax]'`; without it these tests skip, except the registry
 check. A fixed, derandomised set of programs runs by default; DPL_DIFF_EXAMPLES=N runs N of them (and
 DPL_DIFF_SEED=S another set). Where JAX gives NaN or another value and DPL chooses otherwise by its
-contract, CONVENTIONS pins both (docs/LANGUAGE.md, "Conventions at kinks").
+contract, CONVENTIONS pins both (docs/LANGUAGE.md, Additions: "Derivatives at kinks and edges").
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ _no_jax = pytest.mark.skipif(jax is None, reason="JAX is not installed (pip inst
 
 def needs_jax(test):
     return pytest.mark.optional(_no_jax(test))
+
+
 RTOL, ATOL = 1e-9, 1e-11  # float64; XLA's and NumPy's exp, tanh, ... differ in the last bits
 
 # ---- every op's JAX twin, or why it has none -------------------------------------------------------------
