@@ -369,9 +369,9 @@ fn loss_step(M, h, w0, u) {
 """
 
 
-def np_cos_address(M, k, beta, eps=1e-8):
+def np_cos_address(M, k, beta):
     dots = np.einsum("bnw,bw->bn", M, k)
-    cos = dots / (np.sqrt((k ** 2).sum(-1) + eps)[:, None] * np.sqrt((M ** 2).sum(-1) + eps))
+    cos = dots / np.maximum(np.sqrt((k ** 2).sum(-1))[:, None] * np.sqrt((M ** 2).sum(-1)), 1e-8)  # LANGUAGE.md §9
     return softmax(beta[:, None] * cos)
 
 
