@@ -370,8 +370,7 @@ class Generator:
             if nd < 2 or self.rng.random() < 0.2:
                 return E(f"transpose(transpose({a.src}))", lambda x, f=a.jx: f(x).T.T, s)
             # a permutation that keeps the shape (the last two axes are equal), negative axes included
-            perm = [[*range(nd - 2), -1, -2], [*range(nd - 2), nd - 1, -2], [*range(nd - 2), -2, -1]][
-                self.rng.integers(3)]
+            perm = [[*range(nd - 2), -1, -2], [*range(nd - 2), nd - 1, -2], [*range(nd - 1), -1]][self.rng.integers(3)]
             return E(f"transpose({a.src}, {perm})", lambda x, f=a.jx: jnp.transpose(f(x), perm), s)
         if name == "reshape":
             return E(f"reshape(reshape({a.src}, [-1]), {list(s)})", lambda x, f=a.jx: f(x).reshape(-1).reshape(s), s)
