@@ -117,13 +117,13 @@ floordiv = defop("floordiv")(lambda x, y: B.xp.floor_divide(x, y))  # piecewise 
 def _pow_dx(g, ans, x, y):
     """∂/∂x of x^y = y x^(y-1), taken as 0 at x = y = 0 (x^0 = 1 is constant; the formula is 0 · ∞ there).
 
-    With x replaced by 1 at those points the formula stays finite, so no NaN reaches higher orders. A mask
-    that is a plain array without a true entry cannot change in a replay: then the plain formula is used.
+    With x replaced by 1 at those points the formula stays finite, so no NaN reaches higher orders. An
+    exponent that is no traced value here is a constant of any recording: when it has no zero (x ^ 2, the
+    common case) the mask is left out.
     """
-    bad = eq(y, 0)
-    if type(bad) is not Box and not bad.any():
+    if type(y) is not Box and bool(y.all() if hasattr(y, "all") else y != 0):
         return unbroadcast(mul(g, mul(y, power(x, sub(y, 1)))), shape(x))
-    bad = logical_and(eq(x, 0), bad)
+    bad = logical_and(eq(x, 0), eq(y, 0))
     safe_x = where(bad, 1.0, x)
     return unbroadcast(where(bad, 0.0, mul(g, mul(y, power(safe_x, sub(y, 1))))), shape(x))
 
@@ -215,8 +215,13 @@ swapaxes = defop("swapaxes", [lambda g, ans, x: swapaxes(g)])(lambda x: B.xp.swa
 
 reshape = defop("reshape", [lambda g, ans, x, shape: reshape(g, shape=np.shape(raw(x)))]
                 )(lambda x, shape: B.xp.reshape(x, shape))
-transpose = defop("transpose", [lambda g, ans, x, perm: transpose(g, perm=tuple(np.argsort([p % len(perm) for p in perm])))]
+transpose = defop("transpose", [lambda g, ans, x, perm: transpose(g, perm=_inverse(perm))]
                   )(lambda x, perm: B.xp.transpose(x, perm))
+
+
+def _inverse(perm):
+    """The permutation that undoes `perm`, whose axes may count from the end as in np.transpose."""
+    return tuple(np.argsort([p % len(perm) for p in perm]))
 broadcast_to = defop("broadcast_to", [lambda g, ans, x, shape: sum_to(g, shape=np.shape(raw(x)))]
                      )(lambda x, shape: B.xp.broadcast_to(x, shape))
 

@@ -626,7 +626,7 @@ def test_second_order_matches_finite_differences_of_the_vjp(name, i):
 
 
 def record_second_order(name, i):
-    """args -> the Graph of y + ⟨∇y, v⟩, y = sum(op(args) * cot), every argument an input: the backward pass recorded."""
+    """args -> the Graph of y + ⟨∇y, v⟩, y = sum(op(args) * cot), every argument an input (the backward recorded)."""
     op, (_, attrs) = ops.REGISTRY[name], SPEC[name].cases[i]
     args, _ = sample(name, i)
     wrt = wrt_of(name, len(args))
