@@ -13,6 +13,9 @@ raw() leak) and would be wrong in a replay, so such a signature is never replaye
 """
 from __future__ import annotations
 
+import ctypes
+import os
+
 import numpy as np
 
 from . import backend as B
@@ -31,6 +34,25 @@ def limit_threads(n: int) -> None:
 
 
 _limits = None
+_malloc_set = False
+
+
+def keep_freed_memory() -> None:
+    """Once per process: raise glibc's mmap and trim thresholds (32 MB, 256 MB), so the large arrays a plan
+    frees are reused by the next step instead of being unmapped and faulted in again (that cost memnet a
+    third of its step; WORKLOADS.md). Left alone where the user set MALLOC_*_ or the libc is not glibc."""
+    global _malloc_set
+    if _malloc_set:
+        return
+    _malloc_set = True
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 2 ** 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 256 * 2 ** 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: its own policy stands
+        pass
 
 
 class Miss(Exception):
@@ -173,6 +195,7 @@ class Plan:
     """One recording compiled: `run` feeds new argument and parameter values through its kernels."""
 
     def __init__(self, rec, wrt, log, wrt_params):
+        keep_freed_memory()
         trace = rec.trace
         self.steps = rec.steps
         self.reads = list(rec.reads.values())

@@ -146,9 +146,10 @@ def _views(flat, shapes) -> list:
     return out
 
 
-def loss_and_grads(interp, loss_fn, args, span):
-    """One forward and backward pass: the loss and ∂loss/∂p for every parameter (zeros where unused);
-    replayed from a plan once the step has been recorded twice the same way (dpl.record)."""
+def loss_and_grads(interp, loss_fn, args, span, unused: set | None = None):
+    """One forward and backward pass: the loss and ∂loss/∂p for every parameter (zeros where unused, and
+    their names added to `unused`); replayed from a plan once the step has been recorded twice the same way
+    (dpl.record)."""
     from .record import gradients
 
     def check(out):
@@ -157,6 +158,8 @@ def loss_and_grads(interp, loss_fn, args, span):
                            f"got {describe_type(out)}", span)
     value, _, adj = gradients(interp, loss_fn, args, span, wrt_params=True, check=check)
     grads = {n: (B.xp.zeros_like(interp.params[n]) if adj.get(n) is None else raw(adj[n])) for n in interp.params}
+    if unused is not None:
+        unused.update(n for n in interp.params if adj.get(n) is None)
     return float(raw(value)), grads
 
 
@@ -413,6 +416,7 @@ class Trainer:
         display = _Display(self.display, stmt.loss, epochs, steps_per_epoch,
                            start_epoch * steps_per_epoch + start_step)
         last = time.perf_counter()
+        checked_unused = False
         try:
             for epoch in range(start_epoch, epochs):
                 order = rng.permutation(n) if shuffle and data else np.arange(n)
@@ -420,13 +424,19 @@ class Trainer:
                     idx = order[k * batch:(k + 1) * batch]
                     args = [v[B.xp.asarray(idx)] for v, _ in data]
                     interp.steps = 0  # --max-steps bounds each training step, not the length of training
+                    unused = None if checked_unused else set()
                     try:
-                        loss, grads = loss_and_grads(interp, loss_fn, args, stmt.span)
+                        loss, grads = loss_and_grads(interp, loss_fn, args, stmt.span, unused)
                     except NonFiniteError as e:  # --detect-nan stopped inside the step: keep the last good step
                         self._stopped(interp)
                         e.message += (f"; training stopped at epoch {epoch + 1}, step {report.steps + 1}, "
                                       f"the parameters from the last good step were saved")
                         raise
+                    if not checked_unused:
+                        checked_unused = True
+                        for name in sorted(unused or ()):
+                            print(f"warning: parameter `{name}` gets no gradient from the loss `{stmt.loss}` (on the "
+                                  f"block's first step), so this block will not change it", file=sys.stderr)
                     report.steps += 1
                     summary["steps"] += 1
                     new, opt_state = opt.step(interp.params, grads)

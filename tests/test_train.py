@@ -690,3 +690,17 @@ def test_loss_must_be_a_scalar(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith(f"{prog}:3:")
     assert "0-d" in r.stderr
+
+
+def test_a_parameter_the_loss_never_reads_is_named(tmp_path):
+    """A parameter shadowed by a top-level assignment gets no gradient: the run says so instead of saving its
+    initial value without a word (issue 8)."""
+    prog = write(tmp_path / "p.dpl", "param w: [] = 1.0\nparam v: [] = 2.0\nv = 5.0\n"
+                                     "fn loss() = (w - 3.0) ^ 2 + v\n"
+                                     "train loss {\n  optimizer = adam(lr = 0.1)\n  epochs = 4\n}\n")
+    r = dpl("train", prog, "--quiet", "--out", tmp_path / "o.npz")
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: parameter `v` gets no gradient from the loss `loss` (on the block's first step), "
+                        "so this block will not change it"]
+    assert npz(tmp_path / "o.npz")["v"] == 2.0 and npz(tmp_path / "o.npz")["w"] != 1.0
