@@ -369,7 +369,14 @@ def one_hot(labels, n):
         raise DplError(f"`one_hot` needs integer labels, got {describe_type(labels)}")
     n = integer(n, "n")
     check_elements(np.shape(lab) + (n,), "`one_hot`")
-    return (lab[..., None] == B.xp.arange(n)).astype(B.float_dtype)
+    return _one_hot(tensor(labels), n)
+
+
+def _one_hot(labels, n):
+    """Rows of the identity picked by integer labels, through recorded ops: a replay at other labels
+    computes it afresh instead of keeping the recorded one."""
+    column = ops.reshape(labels, shape=np.shape(raw(labels)) + (1,))
+    return ops.astype(ops.eq(column, B.xp.arange(n)), dtype=B.float_dtype)
 
 
 # ---- losses ---------------------------------------------------------------------------------------
@@ -392,9 +399,11 @@ def cross_entropy(logits, labels):
     if not shp or np.shape(lab) != shp[:-1]:
         raise DplError(f"`cross_entropy`: labels of shape {list(np.shape(lab))} do not match logits of shape "
                        f"{list(shp)} (labels index the last axis)")
-    if lab.size and (lab.min() < 0 or lab.max() >= shp[-1]):
+    labels = tensor(labels, "labels")
+    inside = ops.all_(ops.logical_and(ops.ge(labels, 0), ops.lt(labels, shp[-1])))
+    if not graph.guard(inside, bool(raw(inside))):  # a replay at labels out of range records and says so
         raise DplError(f"`cross_entropy`: labels must lie in 0..{shp[-1] - 1}")
-    picked = ops.sum_(ops.mul(logits, (lab[..., None] == B.xp.arange(shp[-1])).astype(B.float_dtype)), axis=-1)
+    picked = ops.sum_(ops.mul(logits, _one_hot(labels, shp[-1])), axis=-1)
     return mean_of(ops.sub(ops.logsumexp(logits, axis=-1), picked))
 
 

@@ -436,3 +436,20 @@ def test_closure_inside_a_training_loss_replays(tmp_path):
         assert r.returncode == 0, r.stderr
         outs.append(r.stdout)
     assert outs[0] == outs[1]
+
+
+def test_classification_minibatches_replay_and_bad_labels_are_still_refused():
+    """cross_entropy's one-hot is recorded from the labels (minibatch inputs), so a plan serves every batch;
+    its range check is a guard, so a batch with a label out of range records again and is refused."""
+    src = ("param W: [4, 3] ~ glorot\nfn loss(x, y) = cross_entropy(x @ W, y)\n")
+    prog = dpl.loads(src)
+    interp, f = prog.interp, prog.function("loss")
+    rng = np.random.default_rng(0)
+    for step in range(6):
+        args = [rng.standard_normal((8, 4)), rng.integers(0, 3, 8)]
+        got = record.gradients(interp, f, args, None, wrt_params=True)
+        assert same_result(got, fresh(interp, f, args, wrt_params=True))
+    assert plans(interp) and not any(e.gave_up for e in interp.plans.values())
+    bad = [rng.standard_normal((8, 4)), np.array([0, 1, 2, 3, 0, 1, 2, 0])]
+    with pytest.raises(dpl.DplError, match="labels must lie in 0..2"):
+        record.gradients(interp, f, bad, None, wrt_params=True)
