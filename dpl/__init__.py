@@ -10,6 +10,13 @@ import os
 import sys
 
 if sys.argv and os.path.basename(sys.argv[0]) in ("dpl", "dpl.exe"):  # the `dpl` command is starting
+    import signal
+
+    # Ctrl-C is held back while the command imports numpy, scipy and the rest (a KeyboardInterrupt inside their
+    # C import code comes out as an ImportError); cli.main lets it through once they are loaded.
+    _held_interrupts: list = []
+    signal.signal(signal.SIGINT, lambda signum, frame: _held_interrupts.append(signum))
+
     def _quiet_interrupt(kind, value, tb, default=sys.excepthook):
         """Ctrl-C before cli.main catches it (while numpy and the rest are imported): no traceback."""
         if not issubclass(kind, KeyboardInterrupt):

@@ -101,8 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _startup_interrupted() -> bool:
+    """Load what every command needs while Ctrl-C is held back (dpl/__init__.py), then let it through again;
+    True if it came meanwhile."""
+    import dpl
+    held = getattr(dpl, "_held_interrupts", None)
+    if held is None:  # not started as the `dpl` command (tests, python -m dpl.cli): nothing was held
+        return False
+    from . import builtins, interp, train  # noqa: F401  (numpy, scipy, lark and the rest)
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return bool(held)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(_resume_before_program(sys.argv[1:] if argv is None else list(argv)))
+    if _startup_interrupted():
+        print("dpl: interrupted", file=sys.stderr)
+        return 130
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))  # DPL's own depth limit comes first
     from .errors import DplError
     from .gradcheck import detect_nan
