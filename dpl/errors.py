@@ -27,6 +27,7 @@ class DplError(Exception):
         self.span = span
         self.chain: list[tuple[Span, str, int]] = []  # DPL calls that led here, innermost first
         self.omitted = 0
+        self.notes: list[tuple[Span, str]] = []  # other places the message refers to, each shown with a caret
 
     def at(self, span: Span | None) -> "DplError":
         """Attach a position if none is known yet (the innermost position wins)."""
@@ -50,6 +51,8 @@ class DplError(Exception):
             return f"dpl: error: {self.message}"
         lines = [f"{self.span}: {self.message}"]
         lines += _excerpt(self.span)
+        for span, note in self.notes:
+            lines += [f"{span}: {note}", *_excerpt(span)]
         for span, name, times in self.chain:
             lines.append(f"  in {name}, called from {span}" + (f" ({times} times)" if times > 1 else ""))
         if self.omitted:
@@ -74,9 +77,17 @@ def _excerpt(span: Span) -> list[str]:
     return [f"    {line}", "    " + " " * indent + "^" * min(width, max(1, len(line) - indent))]
 
 
+# Words of other languages that a newcomer types, and what DPL spells instead.
+FOREIGN = {"True": " (did you mean `true`?)", "False": " (did you mean `false`?)",
+           "None": " (DPL has no `None`: a function without `return` gives no value)",
+           "def": " (did you mean `fn`?)", "lambda": " (did you mean `fn(x) = ...`?)"}
+
+
 def suggest(name: str, candidates) -> str:
     """' (did you mean `x`?)' for the closest candidate, or ''."""
     import difflib
 
+    if name in FOREIGN:
+        return FOREIGN[name]
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)
     return f" (did you mean `{close[0]}`?)" if close else ""

@@ -23,6 +23,7 @@ class Row:
     shape: tuple
     analytic: np.ndarray
     numeric: np.ndarray
+    out_shape: tuple = ()  # the result's shape; not () means the gradient is that of Σ w·y for a random w
 
     @property
     def error(self) -> float:
@@ -35,8 +36,8 @@ class Row:
 
 def gradcheck(prog, fn_name: str, *args, eps: float = 1e-6) -> list[Row]:
     """Reverse-mode gradients of `fn_name(*args)` w.r.t. every float argument and every parameter it reads,
-    next to central differences with step `eps`. A non-scalar result y is checked through Σ w·y for a fixed
-    random w. The random generator is reset before every evaluation, so `normal(...)` inside f is fixed."""
+    next to central differences with step `eps`. A scalar result's gradient is checked as it is; a non-scalar
+    result y through the random projection Σ w·y for a fixed w ~ N(0, 1) of y's shape. The random generator is reset before every evaluation, so `normal(...)` inside f is fixed."""
     from .autodiff import backward
     from .interp import kind
     from .record import record
@@ -60,7 +61,8 @@ def gradcheck(prog, fn_name: str, *args, eps: float = 1e-6) -> list[Row]:
     interp.rng.bit_generator.state = state
     rec = record(interp, f, args, box=wrt_args)
     trace, boxed, param_boxes, out = rec.trace, rec.args, rec.params, checked(rec.out)
-    weights = np.random.default_rng(0).standard_normal(np.shape(raw(out)))
+    out_shape = np.shape(raw(out))
+    weights = np.random.default_rng(0).standard_normal(out_shape) if out_shape else np.ones(())
     wrt = [boxed[k] for k in wrt_args] + list(param_boxes.values())
     if type(out) is Box and out.trace is trace:
         adjoints = backward(trace, out, wrt, seed=weights)
@@ -86,7 +88,7 @@ def gradcheck(prog, fn_name: str, *args, eps: float = 1e-6) -> list[Row]:
             x[j] = orig
             numeric[j] = (up - down) / (2 * eps)
         analytic = np.zeros(x.shape) if adj is None else np.asarray(raw(adj), dtype=np.float64)
-        rows.append(Row(name, x.shape, analytic, numeric))
+        rows.append(Row(name, x.shape, analytic, numeric, out_shape))
     return rows
 
 
@@ -99,7 +101,11 @@ def gradcheck_command(prog, fn_name, args, tol: float) -> int:
         print(f"gradcheck: `{fn_name}` has no float argument and reads no parameter: nothing to check",
               file=sys.stderr)
         return 0
-    table = Table(title=f"gradcheck {fn_name}: reverse mode vs central differences (float64)")
+    out_shape = rows[0].out_shape
+    table = Table(title=f"gradcheck {fn_name}: reverse mode vs central differences (float64)",
+                  caption=f"`{fn_name}` returns shape {list(out_shape)}, not a scalar: these are the gradients of "
+                          f"the random projection sum(w * {fn_name}(...)), w ~ N(0, 1) fixed" if out_shape else
+                          f"`{fn_name}` returns a scalar: these are its plain gradients")
     for col in ("input", "shape", "max |grad|", "max |error|", "rel. error", ""):
         table.add_column(col, justify="left" if col in ("input", "shape") else "right")
     bad = 0

@@ -9,7 +9,7 @@ import lark
 from lark import Token, Transformer, v_args
 
 from . import ast as A
-from .errors import SOURCES, DplError, Span
+from .errors import FOREIGN, SOURCES, DplError, Span
 from .limits import MAX_NESTING, deep_stack
 from .resources import data_dir
 
@@ -377,13 +377,25 @@ def parse(text: str, file: str = "<input>") -> A.Program:
             _check_returns(body, None)
     except lark.exceptions.UnexpectedToken as e:
         tok = e.token
-        span = Span(file, tok.line or 1, tok.column or 1) if tok.type != "$END" else _end(text, file)
+        if tok.type == "$END":
+            raise _at_end(f"syntax error: unexpected end of file{_expected(_accepted(e))}", text, file) from None
+        span = Span(file, tok.line or 1, tok.column or 1)
+        word = _FOREIGN_BEFORE.search(text, 0, tok.start_pos) if tok.start_pos is not None else None
+        if word:  # `def f(x)`, `lambda x: ...`: the parse stops at the word after
+            raise DplError(f"syntax error: `{word[1]}` is not DPL{FOREIGN[word[1]]}",
+                           Span(file, tok.line, tok.column - (tok.start_pos - word.start(1)),
+                                tok.column - (tok.start_pos - word.end(1)))) from None
         raise DplError(f"syntax error: unexpected {_describe(tok)}{_expected(_accepted(e))}", span) from None
     except lark.exceptions.UnexpectedCharacters as e:
-        raise DplError(f"syntax error: unexpected character `{text[e.pos_in_stream]}`",
+        char = text[e.pos_in_stream]
+        pair = text[e.pos_in_stream:e.pos_in_stream + 2]
+        if pair in _OPERATOR_HINTS:
+            raise DplError(f"syntax error: unexpected `{pair}`{_OPERATOR_HINTS[pair]}",
+                           Span(file, e.line, e.column, e.column + 2)) from None
+        raise DplError(f"syntax error: unexpected character `{char}`{_OPERATOR_HINTS.get(char, '')}",
                        Span(file, e.line, e.column)) from None
     except lark.exceptions.UnexpectedEOF as e:
-        raise DplError(f"syntax error: unexpected end of file{_expected(set(e.expected))}", _end(text, file)) from None
+        raise _at_end(f"syntax error: unexpected end of file{_expected(set(e.expected))}", text, file) from None
     except lark.exceptions.VisitError as e:
         if isinstance(e.orig_exc, DplError):
             raise e.orig_exc from None
@@ -408,6 +420,29 @@ def _check_returns(body, where) -> None:
             _check_returns(s.body + s.orelse, "soft if")
         elif isinstance(s, A.SoftWhile):
             _check_returns(s.body, "soft while")
+
+
+_FOREIGN_BEFORE = re.compile(r"(?<![\w.])(def|lambda)[ \t]*\Z")
+_OPERATOR_HINTS = {"&&": " (did you mean `and`?)", "||": " (did you mean `or`?)",
+                   "&": " (did you mean `and`?)", "|": " (did you mean `or`?)"}
+_BRACKETS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}()\[\]]')
+
+
+def _at_end(message: str, text: str, file: str) -> DplError:
+    """An error at the end of the file that also points at the innermost bracket left open, if any."""
+    e = DplError(message, _end(text, file))
+    open_ = []
+    for m in _BRACKETS.finditer(text):
+        if m[0] in "{([":
+            open_.append(m.start())
+        elif m[0] in "})]" and open_:
+            open_.pop()
+    if open_:
+        pos = open_[-1]
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        e.notes.append((Span(file, line, col, col + 1), f"this `{text[pos]}` is never closed"))
+    return e
 
 
 def _end(text: str, file: str) -> Span:

@@ -55,7 +55,10 @@ def test_syntax_error_unclosed_paren_at_end_of_file():
     e = expect("x = (1 +\n", """
         prog.dpl:1:9: syntax error: unexpected end of file; expected an expression
             x = (1 +
-                    ^""")
+                    ^
+        prog.dpl:1:5: this `(` is never closed
+            x = (1 +
+                ^""")
     assert where(e) == ("prog.dpl", 1, 9)
 
 
@@ -78,7 +81,74 @@ def test_syntax_error_unclosed_block():
     expect("fn f(x) {\n  return x\n", """
         prog.dpl:2:11: syntax error: unexpected end of file; expected a statement or `}`
               return x
-                      ^""")
+                      ^
+        prog.dpl:1:9: this `{` is never closed
+            fn f(x) {
+                    ^""")
+
+
+def test_unclosed_brace_points_at_the_innermost_open_one():
+    # braces inside strings and comments do not count; the `if` block is the one left open
+    e = expect("""\
+        fn f(x) {   # {
+            if x > 0 {
+                print("}")
+            }
+            while x > 0 {
+                x = x - 1
+
+        print(f(1))
+        """, """
+        prog.dpl:8:12: syntax error: unexpected end of file; expected a statement or `}`
+            print(f(1))
+                       ^
+        prog.dpl:5:17: this `{` is never closed
+                while x > 0 {
+                            ^""")
+    assert where(e) == ("prog.dpl", 8, 12) and e.notes[0][0].line == 5
+
+
+@pytest.mark.parametrize("src, formatted", [
+    ("def f(x) = x\n", """
+        prog.dpl:1:1: syntax error: `def` is not DPL (did you mean `fn`?)
+            def f(x) = x
+            ^^^"""),
+    ("y = 1\ndef f(x):\n    return x\n", """
+        prog.dpl:2:1: syntax error: `def` is not DPL (did you mean `fn`?)
+            def f(x):
+            ^^^"""),
+    ("f = lambda x: x + 1\n", """
+        prog.dpl:1:5: syntax error: `lambda` is not DPL (did you mean `fn(x) = ...`?)
+            f = lambda x: x + 1
+                ^^^^^^"""),
+    ("b = 1 > 0 && 2 > 1\n", """
+        prog.dpl:1:11: syntax error: unexpected `&&` (did you mean `and`?)
+            b = 1 > 0 && 2 > 1
+                      ^^"""),
+    ("b = 1 > 0 || 2 > 1\n", """
+        prog.dpl:1:11: syntax error: unexpected `||` (did you mean `or`?)
+            b = 1 > 0 || 2 > 1
+                      ^^"""),
+    ("b = 1 > 0 | 2 > 1\n", """
+        prog.dpl:1:11: syntax error: unexpected character `|` (did you mean `or`?)
+            b = 1 > 0 | 2 > 1
+                      ^"""),
+    ("b = True\n", """
+        prog.dpl:1:5: unknown name `True` (did you mean `true`?)
+            b = True
+                ^^^^"""),
+    ("fn f(x) = x and False\nprint(f(true))\n", """
+        prog.dpl:1:17: unknown name `False` (did you mean `false`?)
+            fn f(x) = x and False
+                            ^^^^^
+          in f, called from prog.dpl:2:7"""),
+    ("x = None\n", """
+        prog.dpl:1:5: unknown name `None` (DPL has no `None`: a function without `return` gives no value)
+            x = None
+                ^^^^"""),
+])
+def test_words_of_other_languages_get_a_hint(src, formatted):
+    expect(src, formatted)
 
 
 def test_syntax_error_param_without_colon():

@@ -59,19 +59,30 @@ def test_example_trains_shortened(example, tmp_path):
         assert losses[-1] < losses[0]
 
 
+CANNON_LINE = re.compile(r"mean landing error: (\d+\.\d{1,4}) m")
+
+
+def landing_error(stdout: str) -> float:
+    """The cannon example's one line, `mean landing error: 0.0116 m` (README "Set up")."""
+    m = CANNON_LINE.fullmatch(stdout.strip())
+    assert m, stdout
+    return float(m.group(1))
+
+
 def test_cannon_trains_to_within_5cm(tmp_path):
     cannon = ROOT / "examples" / "cannon.dpl"
     untrained = dpl("run", cannon, cwd=tmp_path)
     assert untrained.returncode == 0, untrained.stderr
-    assert float(untrained.stdout.strip()) > 0.5  # the untrained network misses by far
+    assert landing_error(untrained.stdout) > 0.5  # the untrained network misses by far
     out = tmp_path / "cannon.params.npz"
     r = dpl("train", cannon, "--quiet", "--out", out, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 1  # only the print; the summary went to stderr
-    error = float(lines[0])
+    error = landing_error(lines[0])
     assert 0 <= error < 0.05, f"mean landing error {error} m"
+    assert f"    {lines[0]}\n" in (ROOT / "README.md").read_text()  # the README shows what it prints
     # the saved parameters give the same landing error under `dpl run --params`
     again = dpl("run", cannon, "--params", out, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert float(again.stdout.strip()) == error
+    assert landing_error(again.stdout) == error

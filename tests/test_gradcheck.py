@@ -76,3 +76,18 @@ def test_needs_float64(tmp_path):
     prog = dpl.loads("fn f(x) = sum(x ^ 2)\n", dtype="float32")
     with pytest.raises(dpl.DplError, match="float64"):
         gradcheck(prog, "f", [1.0, 2.0])
+
+
+def test_scalar_result_shows_the_plain_gradient_and_the_table_says_which(tmp_path, capsys):
+    src = tmp_path / "t.dpl"
+    src.write_text("param W: [3, 2] ~ glorot\nfn f(x) = tanh(x @ W)\nfn g(x) = sum(x ^ 2)\n")
+    (row,) = gradcheck(dpl.load(src), "g", [1.0, -2.0, 0.5])
+    np.testing.assert_allclose(row.analytic, [2.0, -4.0, 1.0], rtol=1e-12)  # d/dx Σx² = 2x, unweighted
+    assert row.out_shape == ()
+    assert main(["gradcheck", str(src), "--fn", "g", "--args", "[1.0, -2.0, 0.5]"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the caption may wrap
+    assert "`g` returns a scalar: these are its plain gradients" in out and "4.000e+00" in out
+    assert main(["gradcheck", str(src), "--fn", "f", "--args", "[[0.1, 0.2, 0.3]]"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "`f` returns shape [1, 2], not a scalar" in out
+    assert "random projection sum(w * f(...)), w ~ N(0, 1) fixed" in out
