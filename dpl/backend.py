@@ -1,6 +1,9 @@
 """The one array namespace: every op calls `backend.xp` (numpy, or cupy with --device gpu)."""
 from __future__ import annotations
 
+import ctypes
+import os
+
 import numpy
 
 xp = numpy
@@ -37,3 +40,33 @@ def special():
 def to_host(a):
     """A numpy array for printing and saving (the only place data leaves the device)."""
     return a.get() if hasattr(a, "get") and xp is not numpy else numpy.asarray(a)
+
+
+def limit_threads(n: int) -> None:
+    """BLAS threads for the rest of the process (threadpoolctl): on a shared machine, more threads than
+    the matrices need slow small-matrix models down several times."""
+    from threadpoolctl import threadpool_limits
+    global _limits
+    _limits = threadpool_limits(limits=n)
+
+
+_limits = None
+_malloc_set = False
+
+
+def keep_freed_memory() -> None:
+    """Once per process: raise glibc's mmap and trim thresholds (32 MB, 256 MB), so the large arrays a replay
+    plan frees are reused by the next step instead of being unmapped and faulted in again (that cost memnet
+    a third of its step; WORKLOADS.md). Left alone where the user set MALLOC_*_ or the libc is not glibc."""
+    global _malloc_set
+    if _malloc_set:
+        return
+    _malloc_set = True
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 2 ** 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 256 * 2 ** 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: its own policy stands
+        pass

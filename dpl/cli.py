@@ -172,8 +172,8 @@ def _dispatch(args) -> int:
     if threads is not None and threads < 1:
         raise DplError(f"--threads must be at least 1, got {threads}")
     if args.command in ("run", "train"):
-        replay.limit_threads(threads or DEFAULT_THREADS)
-        replay.keep_freed_memory()
+        backend.limit_threads(threads or DEFAULT_THREADS)
+        backend.keep_freed_memory()
     if args.command == "repl":
         from .repl import main as repl_main
         return repl_main(args)

@@ -641,13 +641,8 @@ class Interpreter:
                 return v
             outer = outer.parent
         inst = frame.instance
-        if inst is not None:
-            if name in inst.params:
-                return self.read_param(inst.params[name])
-            if name in inst.fns:
-                return Function(inst.fns[name], inst)
-            if name in inst.values:
-                return inst.values[name]
+        if inst is not None and (name in inst.params or name in inst.fns or name in inst.values):
+            return self.attribute(inst, name, None)
         names = self.globals if frame.globals is None else frame.globals
         if name in names:
             v = names[name]

@@ -13,10 +13,7 @@ from contextlib import nullcontext
 from . import graph, replay
 from .autodiff import as_float, backward
 from .graph import Box, Trace
-
-MAX_PLANS = 8  # plans kept per call signature (one per path through its hard decisions)
-MAX_MISSES = 4
-MAX_SIGNATURES = 64  # call signatures with plans (or a recording waiting to become one) per interpreter  # recordings that could not become a plan before replay gives up on a signature
+from .interp import Frame, is_tensor
 
 
 class Recording:
@@ -31,7 +28,6 @@ class Recording:
 def record(interp, f, args, kwargs=None, span=None, *, box=None, names=None, params=True) -> Recording:
     """Call f(*args) in a new trace. Arguments at positions `box` (default: every tensor) and, with
     `params`, every parameter the call reads are its inputs; they are numbered in that order."""
-    from .interp import is_tensor
     trace = Trace()
     box = [k for k, a in enumerate(args) if is_tensor(a)] if box is None else box
     boxed = list(args)
@@ -43,7 +39,6 @@ def record(interp, f, args, kwargs=None, span=None, *, box=None, names=None, par
     graph.recording.append(trace)
     saved_reads, interp.reads = interp.reads, reads
     if outermost:
-        from .interp import Frame
         interp.reads_before = next(Frame._seq)
     try:
         with interp.tracing_params(trace) if params else nullcontext({}) as pboxes:
@@ -69,7 +64,7 @@ def gradients(interp, f, args, span, *, wrt_args=(), wrt_params=False, check=Non
     key = (replay.function_key(f), tuple(wrt_args), wrt_params, replay.signature(args))
     entry = interp.plans.get(key)
     if entry is None:
-        if len(interp.plans) >= MAX_SIGNATURES:  # e.g. a new closure every call: forget the oldest
+        if len(interp.plans) >= replay.MAX_SIGNATURES:  # e.g. a new closure every call: forget the oldest
             del interp.plans[next(iter(interp.plans))]
         entry = interp.plans[key] = replay.Entry()
     for plan in entry.plans:
@@ -88,7 +83,6 @@ def differentiate(interp, f, args, span, wrt_args, wrt_params, check, kwargs=Non
     """Record f(*args) and run its backward pass: (result as `gradients` gives it, recording, wrt boxes, the
     backward's log of VJP calls for a plan, or None). With `log`, every tensor argument and every
     parameter read is an input, as a plan needs; otherwise only what is differentiated is."""
-    from .interp import is_tensor
     box = [k for k, a in enumerate(args) if is_tensor(a)] if log else list(wrt_args)
     # Parameters are inputs when they are differentiated, or when a plan must read them afresh; inside
     # another recording they stay that recording's inputs, so its gradients still flow through them.

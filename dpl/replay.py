@@ -13,8 +13,7 @@ raw() leak) and would be wrong in a replay, so such a signature is never replaye
 """
 from __future__ import annotations
 
-import ctypes
-import os
+import itertools
 
 import numpy as np
 
@@ -23,36 +22,9 @@ from .graph import Box
 
 
 enabled = True  # `--no-replay` turns it off for a run
-
-
-def limit_threads(n: int) -> None:
-    """BLAS threads for the rest of the process (threadpoolctl): on a shared machine, more threads than
-    the matrices need slow small-matrix models down several times."""
-    from threadpoolctl import threadpool_limits
-    global _limits
-    _limits = threadpool_limits(limits=n)
-
-
-_limits = None
-_malloc_set = False
-
-
-def keep_freed_memory() -> None:
-    """Once per process: raise glibc's mmap and trim thresholds (32 MB, 256 MB), so the large arrays a plan
-    frees are reused by the next step instead of being unmapped and faulted in again (that cost memnet a
-    third of its step; WORKLOADS.md). Left alone where the user set MALLOC_*_ or the libc is not glibc."""
-    global _malloc_set
-    if _malloc_set:
-        return
-    _malloc_set = True
-    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 * 2 ** 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 256 * 2 ** 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: its own policy stands
-        pass
+MAX_PLANS = 8  # plans kept per call signature (one per path through its hard decisions)
+MAX_MISSES = 4  # recordings that could not become a plan before replay gives up on a signature
+MAX_SIGNATURES = 64  # call signatures with plans (or a recording waiting to become one) per interpreter
 
 
 class Miss(Exception):
@@ -99,10 +71,9 @@ class Entry:
         self.candidate = None
         self.misses = 0
         self.gave_up = False
-        self.why = None  # the last reason a recording could not become a plan (for tests and --explain)
+        self.why = None  # the last reason a recording could not become a plan
 
     def consider(self, rec, wrt, log, wrt_params) -> None:
-        from .record import MAX_PLANS
         if rec.trace.tainted:
             self._miss(f"it has {rec.trace.tainted}")
             return
@@ -120,7 +91,6 @@ class Entry:
             self._miss(why)
 
     def _miss(self, why):
-        from .record import MAX_MISSES
         self.why = why
         self.misses += 1
         if self.misses >= MAX_MISSES:
@@ -195,7 +165,7 @@ class Plan:
     """One recording compiled: `run` feeds new argument and parameter values through its kernels."""
 
     def __init__(self, rec, wrt, log, wrt_params):
-        keep_freed_memory()
+        B.keep_freed_memory()
         trace = rec.trace
         self.steps = rec.steps
         self.reads = list(rec.reads.values())
@@ -310,11 +280,11 @@ def _namespace():
 def _compile(trace, out_node, out_value, wrt_nodes, log):
     """Generate and compile the plan's Python source; returns (function, source)."""
     ns = _namespace()
-    consts = {}
+    const_names = (f"k{i}" for i in itertools.count())
 
     def put(value) -> str:
-        name = f"k{len(consts)}"
-        consts[name] = ns[name] = value
+        name = next(const_names)
+        ns[name] = value
         return name
 
     slot = {}
@@ -363,7 +333,7 @@ def _compile(trace, out_node, out_value, wrt_nodes, log):
             if inline is not None and not attrs:
                 text = inline.format(*names)
             elif node.op.name == "index":
-                text = f"{names[0]}[{attrs[0].split('=', 1)[1]}]"
+                text = f"{names[0]}[{put(node.attrs['key'])}]"
             else:
                 ns[f"F{j}"] = node.op.fwd
                 text = f"F{j}({', '.join(names + attrs)})"
@@ -432,7 +402,9 @@ def _sources(stmts, n_inputs, value, results) -> list[str]:
         if name not in keep:
             dies.setdefault(i, []).append(name)
     inputs = [f"v{i}" for i in range(n_inputs)]
-    ret = f"return {value}, ({', '.join(results)}{',' if len(results) == 1 else ''})"
+
+    def ret(fetch=str):
+        return f"    return {fetch(value)}, ({', '.join(map(fetch, results))}{',' if len(results) == 1 else ''})"
 
     def body(lo, hi, local, lines):
         for i in range(lo, hi):
@@ -445,7 +417,7 @@ def _sources(stmts, n_inputs, value, results) -> list[str]:
     if len(stmts) <= CHUNK:
         lines = [f"def plan({', '.join(inputs)}):"]
         body(0, len(stmts), set(), lines)
-        return ["\n".join(lines + ["    " + ret]) + "\n"]
+        return ["\n".join(lines + [ret()]) + "\n"]
     chunks = []
     for c, lo in enumerate(range(0, len(stmts), CHUNK)):
         hi = min(lo + CHUNK, len(stmts))
@@ -463,5 +435,5 @@ def _sources(stmts, n_inputs, value, results) -> list[str]:
         return f"V[{n!r}]" if n.startswith(("v", "g")) else n
     entry = [f"def plan({', '.join(inputs)}):", f"    V = {{{', '.join(f'{n!r}: {n}' for n in inputs)}}}"]
     entry += [f"    chunk{c}(V)" for c in range(len(chunks))]
-    entry.append(f"    return {fetch(value)}, ({', '.join(map(fetch, results))}{',' if len(results) == 1 else ''})")
+    entry.append(ret(fetch))
     return chunks + ["\n".join(entry) + "\n"]
