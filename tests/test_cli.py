@@ -329,3 +329,12 @@ def test_params_partial_file_keeps_other_initializers(tmp_path):
     r = dpl("run", prog, "--params", part, "--partial")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["[5.0, 6.0]", base.stdout.splitlines()[1]]
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_threads_must_be_positive(command, tmp_path):
+    r = dpl(command, HELLO, "--threads", "0", "--out" if command == "train" else "--seed",
+            tmp_path / "o.npz" if command == "train" else "0")
+    assert (r.returncode, r.stderr) == (1, "dpl: error: --threads must be at least 1, got 0\n")
+    assert dpl(command, TAYLOR, "--threads", "2", *(["--out", tmp_path / "t.npz"] if command == "train" else [])
+               ).returncode == 0
