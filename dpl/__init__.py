@@ -123,3 +123,17 @@ def loads(source: str, file: str = "<string>", seed: int = 0, dtype: str = "floa
     interp = _interpreter(seed, dtype, io.StringIO() if stdout is None else stdout)
     interp.run_program(parse(source, file), Path(file) if Path(file).exists() else None)
     return Program(interp)
+
+
+def __getattr__(name):
+    """`dpl.Session` (dpl/notebook.py) is imported when first used: plain `import dpl` stays light."""
+    if name == "Session":
+        from .notebook import Session
+        return Session
+    raise AttributeError(f"module 'dpl' has no attribute '{name}'")
+
+
+def load_ipython_extension(ipython):
+    """`%load_ext dpl`: the %%dpl magics (dpl/notebook.py; pip install 'dpl[notebook]')."""
+    from .notebook import load_ipython_extension as load
+    load(ipython)

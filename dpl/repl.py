@@ -276,13 +276,9 @@ class Session:
         if dest:
             from .viz import check_graph_output
             check_graph_output(dest)  # a bad name or place is said before recording, and no empty file is left
-        call = _Expr(expr)
-        rec = record(self.interp, call, [])
-        out = rec.out
-        rec.trace.inputs.sort(key=lambda node: node.name not in call.inputs)  # variables first, then parameters
-        g = Graph(rec.trace, out if isinstance(out, tuple) else (out,))
+        g, n_variables = self.record_graph(expr)
         if dest:
-            write_graph(g, Path(dest), len(call.inputs))
+            write_graph(g, Path(dest), n_variables)
             print(f"wrote {dest} ({g.n} nodes, {g.l} inputs)", file=self.out)
         elif g.n:
             print(g.pretty(), file=self.out)
@@ -290,6 +286,15 @@ class Session:
             print("(nothing recorded: the expression reads no parameter or float variable)", file=self.out)
 
     # ---- helpers --------------------------------------------------------------------
+
+    def record_graph(self, expr) -> tuple[Graph, int]:
+        """The graph EXPR records and its number of variable inputs: the float variables it reads come first,
+        then the parameters."""
+        call = _Expr(expr)
+        rec = record(self.interp, call, [])
+        out = rec.out
+        rec.trace.inputs.sort(key=lambda node: node.name not in call.inputs)
+        return Graph(rec.trace, out if isinstance(out, tuple) else (out,)), len(call.inputs)
 
     def _parse_expr(self, text: str):
         if not text.strip():
@@ -327,9 +332,15 @@ class Session:
 
 def write_graph(g: Graph, path: Path, n_variables: int) -> None:
     """Any format dpl.viz writes (from the extension), written atomically."""
-    from .viz import Recording, write_graph as viz_write_graph
+    from .viz import write_graph as viz_write_graph
+    viz_write_graph(as_recording(g, n_variables), str(path))
+
+
+def as_recording(g: Graph, n_variables: int):
+    """The graph of an expression as dpl.viz draws it."""
+    from .viz import Recording
     # no DPL call owns the nodes; the variables (numbered first) are drawn as arguments, the rest as parameters
-    viz_write_graph(Recording(g, {}, {node.id: 0 for node in g.nodes}, n_variables), str(path))
+    return Recording(g, {}, {node.id: 0 for node in g.nodes}, n_variables)
 
 
 # ---- front ends -------------------------------------------------------------------------

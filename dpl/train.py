@@ -335,11 +335,12 @@ class Trainer:
     """The callback the interpreter calls at each `train` block in `dpl train`."""
 
     def __init__(self, epochs_override=None, report: TrainReport | None = None, progress=True, on_nonfinite=None,
-                 skip_nonfinite=False, log_epochs=False, session: Session | None = None):
+                 skip_nonfinite=False, log_epochs=False, session: Session | None = None, display=None):
         self.report = report or TrainReport()
         self.session = session or Session(self.report)
         self.epochs_override, self.on_nonfinite, self.skip_nonfinite = epochs_override, on_nonfinite, skip_nonfinite
         self.display = "bar" if progress else "log" if log_epochs else None
+        self.make_display = display or _Display  # the notebook passes its own (dpl/notebook.py)
 
     def __call__(self, interp, stmt: A.Train, frame):
         session = self.session
@@ -413,7 +414,7 @@ class Trainer:
                         session.start["rng_start"], "t": opt.t, "config": config, "epoch_skipped": epoch_skipped}
             return position, dict(opt.export(), pos={"epoch_losses": np.array(epoch_losses, dtype=np.float64)})
 
-        display = _Display(self.display, stmt.loss, epochs, steps_per_epoch,
+        display = self.make_display(self.display, stmt.loss, epochs, steps_per_epoch,
                            start_epoch * steps_per_epoch + start_step)
         last = time.perf_counter()
         checked_unused = False
@@ -542,20 +543,7 @@ class _Display:
         if mode != "bar":
             return
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                   TimeElapsedColumn)
-        from rich.text import Text
-
-        class Rate(ProgressColumn):
-            def render(self, task):
-                return Text(f"{task.speed:.0f} steps/s" if task.speed else "- steps/s")
-
-        self.bar = Progress(TextColumn(f"train {name}"), BarColumn(bar_width=20),
-                            TextColumn("epoch {task.fields[epoch]}"), TextColumn("step"), MofNCompleteColumn(),
-                            TextColumn("loss {task.fields[loss]}"), Rate(), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=False)
-        self.task = self.bar.add_task("train", total=epochs * steps_per_epoch, completed=done, loss="-",
-                                      epoch=f"{min(done // steps_per_epoch + 1, epochs)}/{epochs}")
+        self.bar, self.task = progress_bar(name, epochs, steps_per_epoch, done, Console(stderr=True))
         self.bar.start()
 
     def advance(self, epoch, loss):
@@ -575,6 +563,25 @@ class _Display:
     def close(self):
         if self.bar is not None:
             self.bar.stop()
+
+
+def progress_bar(name, epochs, steps_per_epoch, done, console, **options):
+    """The rich Progress of one train block (epoch, step, running loss, steps/s) and its task."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn)
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed:.0f} steps/s" if task.speed else "- steps/s")
+
+    bar = Progress(TextColumn(f"train {name}"), BarColumn(bar_width=20),
+                   TextColumn("epoch {task.fields[epoch]}"), TextColumn("step"), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]}"), Rate(), TimeElapsedColumn(),
+                   console=console, transient=False, **options)
+    task = bar.add_task("train", total=epochs * steps_per_epoch, completed=done, loss="-",
+                        epoch=f"{min(done // steps_per_epoch + 1, epochs)}/{epochs}")
+    return bar, task
 
 
 def print_summary(report: TrainReport) -> None:

@@ -465,8 +465,15 @@ def _figure(w, h):
 
 
 def attention_heatmaps(log, out, limit: int = 24) -> int:
+    """Write `attention_figure` to `out`; returns the number of panels drawn."""
+    fig, n = attention_figure(log, limit)
+    save_figure(fig, out, "-o")
+    return n
+
+
+def attention_figure(log, limit: int = 24):
     """One heatmap (query × key) per attend/attention call in `log` [(span, weights)], titled FILE:LINE.
-    Weights with batch dimensions give one panel per batch entry. Returns the number of panels drawn."""
+    Weights with batch dimensions give one panel per batch entry. Returns the figure and its number of panels."""
     from matplotlib.ticker import FixedLocator, MaxNLocator
     panels = []
     for span, alpha in log:
@@ -493,11 +500,15 @@ def attention_heatmaps(log, out, limit: int = 24) -> int:
         for axis, size in ((ax.yaxis, a.shape[0]), (ax.xaxis, a.shape[1])):
             axis.set_major_locator(FixedLocator(range(size)) if size <= 16 else MaxNLocator(integer=True))
         fig.colorbar(im, ax=ax, shrink=0.8)
-    save_figure(fig, out, "-o")
-    return len(panels)
+    return fig, len(panels)
 
 
 def plot_losses(report, out) -> None:
+    """Write `loss_figure` to `out`."""
+    save_figure(loss_figure(report), out, "--plot")
+
+
+def loss_figure(report):
     """The training curve of a TrainReport: the loss of every step and the mean of every epoch."""
     steps = list(getattr(report, "step_losses", []))
     epochs = list(report.losses)
@@ -517,7 +528,7 @@ def plot_losses(report, out) -> None:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    save_figure(fig, out, "--plot")
+    return fig
 
 
 # ---- the commands ----------------------------------------------------------------------------------------
