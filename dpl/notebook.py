@@ -154,8 +154,8 @@ def _to_python(name, v):
         return _host(v)
     if isinstance(v, str):
         return v
-    raise DplError(f"`{name}` is {describe_type(v)}; %dpl_get returns tensors, tuples of them, strings and the "
-                   f"parameters of module instances")
+    raise DplError(f"`{name}` is {describe_type(v)}, which has no NumPy form; tensors, tuples of them, strings "
+                   f"and module instances (as their parameters) do")
 
 
 class NotebookBar(_Display):
@@ -263,12 +263,14 @@ class Magics:
         from IPython.display import HTML, SVG, display
         from . import viz
         rec = self.session.graph(line)
-        if viz.find_dot():
+        if not rec.graph.n:
+            print("(nothing recorded: the expression reads no parameter or float variable)")
+        elif viz.find_dot():
             display(SVG(viz.render(viz.to_dot(rec), "svg")))
         else:
             page = viz.to_html(rec, title=line.strip())
-            display(HTML(f'<iframe srcdoc="{html.escape(page, quote=True)}" '
-                         f'style="width:100%;height:480px;border:0"></iframe>'))
+            display(HTML(f'<div><iframe srcdoc="{html.escape(page, quote=True)}" '
+                         f'style="width:100%;height:480px;border:0"></iframe></div>'))  # its own page: ids, script
 
     @_shown
     def dpl_attention(self, line):
