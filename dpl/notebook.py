@@ -47,7 +47,7 @@ class Session(ReplSession):
 
     def run(self, text: str) -> None:
         """Run one input (statements, expressions, `:commands`) training at each train block; a DplError is
-        raised, not printed. The attention weights and the loss curve kept are this input's."""
+        raised, not printed. The attention weights kept are this input's, the loss curve the last training's."""
         interp = self.interp
         interp.steps = 0  # --max-steps bounds one input, not the session
         interp.attention_log.clear()
@@ -62,6 +62,7 @@ class Session(ReplSession):
         except RecursionError:
             raise DplError("the program nests too deeply (recursion)") from None
         finally:
+            interp.trainer = None  # the inherited `execute` runs inputs as the REPL does, train blocks skipped
             if report.blocks:
                 self.report = report
         if report.blocks:
@@ -253,9 +254,12 @@ class Magics:
         else:
             text = "\n" + cell  # line numbers in errors count the %%dpl line, as the notebook does
         before = self.session.report
-        self.session.run(text)
-        if self.session.report is not before:
-            display(_png(self.session.loss_figure()))
+        try:
+            self.session.run(text)
+        finally:  # the curve of what trained before an error or an interrupt too
+            report = self.session.report
+            if report is not before and report.step_losses:
+                display(_png(self.session.loss_figure()))
 
     @_shown
     def dpl_graph(self, line):

@@ -196,8 +196,11 @@ def shell():
     pytest.importorskip("IPython")
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
+    from traitlets.config import Config
     from dpl import notebook
-    ip = InteractiveShell.instance()
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"  # nothing written to the user's ~/.ipython
+    ip = InteractiveShell.instance(config=config)
     if "dpl" not in ip.extension_manager.loaded:
         ip.run_line_magic("load_ext", "dpl")  # through dpl/__init__.py
     notebook.load_ipython_extension(ip)  # a fresh session for this test
@@ -227,6 +230,11 @@ def test_a_train_cell_shows_its_loss_curve_as_png(shell):
     decode_png(pngs[0])
     _, _, outputs = shell.cell("%%dpl\nloss(X, Y)")  # nothing trained: no picture
     assert outputs == []
+    result, out, outputs = shell.cell("%%dpl\ntrain loss over X, Y { epochs = 0 }")
+    assert result.success and out.startswith("trained 0 steps") and outputs == []
+    result, out, outputs = shell.cell("%%dpl\ntrain loss over X, Y { epochs = 2 }\nnope")
+    assert "unknown name `nope`" in out and len(outputs) == 1  # the curve of what trained before the error
+    decode_png(outputs[0]["image/png"])
 
 
 def test_graph_is_inline_svg_or_the_html_view(shell, monkeypatch):
@@ -278,6 +286,14 @@ def test_errors_show_position_and_caret_without_a_traceback(shell):
     assert "usage: %dpl_set NAME = python_expr" in out
     result, out, _ = shell.cell("%%dpl extra\n1")
     assert "%%dpl takes no arguments" in out
+
+
+def test_an_interrupt_ends_the_cell_with_one_line(shell, monkeypatch):
+    def interrupted(self, text):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Session, "run", interrupted)
+    result, out, _ = shell.cell("%%dpl\n1")
+    assert out.strip() == "interrupted" and not result.success
 
 
 def test_notebook_progress_bar_is_rich_html_updated_in_place(shell):
