@@ -229,10 +229,10 @@ def _dispatch(args) -> int:
     if args.command == "train":
         from .train import train_command
         return train_command(args, path)
-    loaded = load_params(args.params, partial=getattr(args, "partial", False)) if args.params else None
     if args.command == "sweep":
         from .sweep import sweep_command
         return sweep_command(args, path)
+    loaded = load_params(args.params, partial=getattr(args, "partial", False)) if args.params else None
     if args.command in ("graph", "gradcheck", "attention"):
         from .viz import inspect_command
         return inspect_command(args, path, loaded)

@@ -30,6 +30,7 @@ from .errors import DplError
 from .paramfile import write_atomic
 
 EPOCH_LINE = re.compile(r"^train (\S+): epoch (\d+)/(\d+), mean loss (\S+)")
+ERROR_LINE = re.compile(r"^(dpl: .*error: |\S.*:\d+:\d+: )")  # the first line of a DplError or internal error
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
 FINISHED = ("ok", "error", "stopped")  # what --resume does not run again
 
@@ -161,12 +162,13 @@ def run_trial(trial: dict, file: str, cwd: str, epochs, board, report=None) -> d
                   "metric": metric, "log": "\n".join(lines) + "\n"}
         if code == 0:
             with open(os.path.join(tmp, "metrics.json")) as f:
-                result["final_loss"] = json.load(f)["final_loss"]
+                m = json.load(f)
+            result["loss"] = m["epoch_losses"][-1] if m["epoch_losses"] else m["final_loss"]
             with open(os.path.join(tmp, "params.npz"), "rb") as f:
                 result["params"] = f.read()
         else:
-            errors = [x for x in lines if "error" in x] or lines[-1:] or [f"exit status {code}"]
-            result.update(final_loss=loss if epoch else None, error=errors[-1].strip())
+            errors = [x for x in lines if ERROR_LINE.match(x)] or [x for x in lines if x.strip()][-1:]
+            result.update(loss=loss if epoch else None, error=(errors or [f"exit status {code}"])[0].strip())
     return result
 
 
@@ -199,9 +201,8 @@ class Sweep:
     """The trials of one sweep, what is known of each, and DIR's results files."""
 
     def __init__(self, args, path: Path):
-        from .interp import check_overrides, parse_overrides
+        from .interp import check_overrides, parse_overrides, read_source
         from .parser import parse
-        from .resources import read_source
         self.path, self.out = path, Path(args.out or path.with_name(path.stem + ".sweep"))
         grid, space = parse_grid(args.grid), parse_space(args.space)
         if args.samples is not None and args.samples < 1 or args.seeds < 1:
@@ -278,7 +279,7 @@ class Sweep:
         if params is not None:
             write_atomic(d / "params.npz", params)
             t["params"] = str(d / "params.npz")
-        t.update({"epochs": live["epoch"], "final_loss": live["loss"], "metric": live["metric"]}, **result)
+        t.update({"epochs": live["epoch"], "loss": live["loss"], "metric": live["metric"]}, **result)
         self.save()
 
     def interrupted(self) -> None:
@@ -288,24 +289,23 @@ class Sweep:
         self.save()
 
     def best(self) -> dict | None:
-        """The configuration of lowest mean final loss over its seeds (finished trials only), with the
+        """The configuration of lowest mean loss (of the last epoch) over its seeds (finished trials only), with the
         parameters file of its best seed."""
         groups: dict[str, list] = {}
         for t in self.trials:
-            if t["status"] == "ok" and t.get("final_loss") is not None and math.isfinite(t["final_loss"]):
+            if t["status"] == "ok" and t.get("loss") is not None and math.isfinite(t["loss"]):
                 groups.setdefault(json.dumps(t["config"], sort_keys=True), []).append(t)
         if not groups:
             return None
-        key = min(groups, key=lambda k: (np.mean([t["final_loss"] for t in groups[k]]), k))
+        key = min(groups, key=lambda k: (np.mean([t["loss"] for t in groups[k]]), k))
         ts = groups[key]
-        top = min(ts, key=lambda t: t["final_loss"])
-        losses = [t["final_loss"] for t in ts]
-        return {"config": ts[0]["config"], "mean_final_loss": float(np.mean(losses)),
-                "std_final_loss": float(np.std(losses)), "seeds": len(ts), "trial": top["id"],
+        top = min(ts, key=lambda t: t["loss"])
+        losses = [t["loss"] for t in ts]
+        return {"config": ts[0]["config"], "mean_loss": float(np.mean(losses)), "std_loss": float(np.std(losses)), "seeds": len(ts), "trial": top["id"],
                 "params": top.get("params")}
 
     def save(self) -> None:
-        keys = ["id", "status", "seed", "epochs", "final_loss", "metric", "seconds", "params", "log", "error"]
+        keys = ["id", "status", "seed", "epochs", "loss", "metric", "seconds", "params", "log", "error"]
         write_atomic(self.out / "results.json", json.dumps({"sweep": self.spec, "trials": self.trials,
                                                             "best": self.best()}, indent=1).encode())
         text = io.StringIO()
@@ -327,14 +327,14 @@ class Sweep:
                  f"{f' ({failed} failed)' if failed else ''}, {len(running)} running")
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ["trial", "status"] + self.names + ["seed", "epoch", "loss", "metric"]:
-            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=40 if col == "metric" else None)
+            table.add_column(col, no_wrap=True, min_width=len(col), max_width=40 if col == "metric" else None)
         for t in running + done[-max(3, 20 - len(running)):]:
             live = self.live.get(t["id"], t)
-            loss = live.get("loss") if t["status"] == "running" else t.get("final_loss")
+            loss = live.get("loss") if t["status"] == "running" else t.get("loss")
             status = t["status"] if t["status"] != "error" else "[red]error[/red]"
             table.add_row(t["id"], status, *[t["config"].get(n, "") for n in self.names], str(t["seed"]),
                           str(live.get("epoch", 0) if t["status"] == "running" else t.get("epochs", "")),
-                          "-" if loss is None else f"{loss:.6g}", live.get("metric", "") or "")
+                          "-" if loss is None else f"{loss:.4g}", live.get("metric", "") or "")
         return table
 
 
@@ -374,9 +374,9 @@ def sweep_command(args, path: Path) -> int:
     if best is None:
         print("no trial finished with a finite loss", file=sys.stderr)
         return 1
-    spread = f" ± {best['std_final_loss']:.3g} over {best['seeds']} seeds" if best["seeds"] > 1 else ""
-    print(f"best configuration: {' '.join(f'{k}={v}' for k, v in best['config'].items())} (final loss "
-          f"{best['mean_final_loss']:.6g}{spread}); parameters: {best['params']}")
+    spread = f" ± {best['std_loss']:.3g} over {best['seeds']} seeds" if best["seeds"] > 1 else ""
+    print(f"best configuration: {' '.join(f'{k}={v}' for k, v in best['config'].items())} (mean loss of the last "
+          f"epoch {best['mean_loss']:.6g}{spread}); parameters: {best['params']}")
     return 0
 
 
@@ -440,9 +440,7 @@ def _run_tune(ray, sweep, pending, workers, board, live) -> None:
     def trainable(config):
         t = config["trial"]
         result = run_trial(t, file, cwd, epochs, board, lambda e, loss: tune.report({"loss": loss, "epoch": e}))
-        board.push.remote(t["id"], "done", result)
-        if result["status"] != "ok":
-            raise RuntimeError(result.get("error", "the trial failed"))
+        board.push.remote(t["id"], "done", result)  # a failed trial is recorded from here, not by Tune
 
     class Interrupt(Stopper):
         flag = False
