@@ -62,7 +62,7 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     for item in items:
         name, sep, values = item.partition("=")
         values = split_values(values) if sep else []
-        if not name.isidentifier() or not all(values):
+        if not name.isidentifier() or not values or not all(values):
             raise DplError(f"--grid takes NAME=VALUE,VALUE,..., got `{item}`")
         grid[name] = values
     return grid
