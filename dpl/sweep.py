@@ -301,8 +301,8 @@ class Sweep:
         ts = groups[key]
         top = min(ts, key=lambda t: t["loss"])
         losses = [t["loss"] for t in ts]
-        return {"config": ts[0]["config"], "mean_loss": float(np.mean(losses)), "std_loss": float(np.std(losses)), "seeds": len(ts), "trial": top["id"],
-                "params": top.get("params")}
+        return {"config": ts[0]["config"], "mean_loss": float(np.mean(losses)), "std_loss": float(np.std(losses)),
+                "seeds": len(ts), "trial": top["id"], "params": top.get("params")}
 
     def save(self) -> None:
         keys = ["id", "status", "seed", "epochs", "loss", "metric", "seconds", "params", "log", "error"]
@@ -341,18 +341,30 @@ class Sweep:
 def sweep_command(args, path: Path) -> int:
     """`dpl sweep`: run the pending trials, show them live, write DIR/results.*; Ctrl-C keeps what finished."""
     from rich.console import Console
-    from rich.live import Live
     if args.workers is not None and args.workers < 1:
         raise DplError(f"--workers must be at least 1, got {args.workers}")
     sweep = Sweep(args, path)
+    pending = sweep.pending()
+    if pending:
+        try:
+            _run(args, sweep, pending)
+        except KeyboardInterrupt:
+            return 130
+    else:
+        Console(stderr=True).print(sweep.table())
+    return _conclude(sweep)
+
+
+def _run(args, sweep, pending) -> None:
+    """The pending trials on Ray under the live table; KeyboardInterrupt after recording what finished."""
+    from rich.console import Console
+    from rich.live import Live
     from .distributed import start_ray
     ray = start_ray(args.address)
     board = ray.remote(num_cpus=0)(Board).remote()
-    pending = sweep.pending()
     workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    console = Console(stderr=True)
     run = _run_tune if args.scheduler == "asha" else _run_tasks
-    with Live(sweep.table(), console=console, refresh_per_second=2, transient=False) as live:
+    with Live(sweep.table(), console=Console(stderr=True), refresh_per_second=2, transient=False) as live:
         try:
             run(ray, sweep, pending, workers, board, live)
         except KeyboardInterrupt:
@@ -362,10 +374,14 @@ def sweep_command(args, path: Path) -> int:
             done = sum(t["status"] in FINISHED for t in sweep.trials)
             print(f"dpl: sweep interrupted; {done} of {len(sweep.trials)} trials finished, kept in "
                   f"{sweep.out / 'results.json'}; continue with: {resume_command(args)}", file=sys.stderr)
-            return 130
+            raise
         finally:
             ray.kill(board)
         live.update(sweep.table())
+
+
+def _conclude(sweep) -> int:
+    """Name the results files and the best configuration with its parameters."""
     best = sweep.best()
     errors = sum(t["status"] == "error" for t in sweep.trials)
     print(f"results: {sweep.out / 'results.csv'}, {sweep.out / 'results.json'}"
@@ -457,8 +473,8 @@ def _run_tune(ray, sweep, pending, workers, board, live) -> None:
         param_space={"trial": tune.grid_search(pending)},
         tune_config=tune.TuneConfig(metric="loss", mode="min", max_concurrent_trials=workers,
                                     scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=1)),
-        run_config=tune.RunConfig(storage_path=str((sweep.out / "tune").resolve()), name="asha", verbose=0,
-                                  stop=stopper))
+        run_config=tune.RunConfig(storage_path=str((sweep.out / "tune").resolve()), verbose=0, stop=stopper,
+                                  name=time.strftime("asha-%Y%m%d-%H%M%S")))  # a resumed sweep: a new one
     outcome = {}
     fit = threading.Thread(target=lambda: outcome.setdefault("grid", tuner.fit()), daemon=True)
     fit.start()
