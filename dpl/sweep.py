@@ -472,7 +472,8 @@ def _run_tune(ray, sweep, pending, workers, board, live) -> None:
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={"trial": tune.grid_search(pending)},
         tune_config=tune.TuneConfig(metric="loss", mode="min", max_concurrent_trials=workers,
-                                    scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=1)),
+                                    scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=1,
+                                                           max_t=10 ** 6)),  # no cap on the epochs
         run_config=tune.RunConfig(storage_path=str((sweep.out / "tune").resolve()), verbose=0, stop=stopper,
                                   name=time.strftime("asha-%Y%m%d-%H%M%S")))  # a resumed sweep: a new one
     outcome = {}

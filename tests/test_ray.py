@@ -1,6 +1,7 @@
 """dpl on Ray (docs/CLUSTER.md): `dpl train --workers N` equals single-process training, keeps checkpoints and
 --resume; `dpl sweep` over a grid, random samples and seeds, with failed trials, ASHA, Ctrl-C and --resume.
-One local Ray with 2 CPUs serves the whole module; everything skips where ray is not installed."""
+One local Ray with 2 CPUs serves the tests that need it; they skip where ray is not installed (the others check
+what dpl says without it, and that other commands never import it)."""
 from __future__ import annotations
 
 import csv
@@ -18,7 +19,7 @@ from dpl.cli import main
 from dpl.sweep import make_trials, parse_space, split_values
 from test_train import npz
 
-ray = pytest.importorskip("ray")
+needs_ray = pytest.mark.usefixtures("local_ray")
 
 # Two blocks, unequal shards (50 rows in batches of 15 split 8/7 and 3/2; batches of 7 split 4/3 and a last row
 # alone), a parameter declared between the blocks, adam then sgd with momentum, prints around.
@@ -65,8 +66,9 @@ print("train mse:", fit(xs, ys))
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def local_ray():
+    ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
@@ -81,6 +83,7 @@ def train(tmp_path, name, *extra):
 
 # ---- dpl train --workers ------------------------------------------------------------------------------------
 
+@needs_ray
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 2e-5)])
 def test_workers_equal_single_process(dtype, tol, tmp_path, capsys):
     (tmp_path / "p.dpl").write_text(PROG)
@@ -97,6 +100,7 @@ def test_workers_equal_single_process(dtype, tol, tmp_path, capsys):
     assert abs(a - b) < tol and out.splitlines()[-1].startswith("fit:")
 
 
+@needs_ray
 def test_workers_checkpoint_and_resume(tmp_path, monkeypatch, capsys):
     """Ctrl-C in the second block writes the checkpoint; --resume with --workers ends as the run that was not
     interrupted, bit for bit."""
@@ -124,6 +128,7 @@ def test_workers_checkpoint_and_resume(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "p.ckpt.npz").exists()
 
 
+@needs_ray
 def test_workers_errors(tmp_path, capsys):
     (tmp_path / "p.dpl").write_text(PROG.replace("mean((net(x) - y) ^ 2)", "mean((net(x) - y[:, 0]) ^ 2)[0]"))
     assert main(["train", str(tmp_path / "p.dpl"), "--quiet", "--workers", "0"]) == 1
@@ -148,6 +153,7 @@ def results(tmp_path):
     return data, rows
 
 
+@needs_ray
 def test_sweep_grid_seeds_and_a_failing_trial(tmp_path, capsys):
     (tmp_path / "s.dpl").write_text(SWEPT)
     assert sweep(tmp_path, "--grid", "lr=1e-3,0.05", "hidden=-1,4", "--seeds", 2) == 0
@@ -172,6 +178,7 @@ def test_sweep_grid_seeds_and_a_failing_trial(tmp_path, capsys):
     assert "4 trials failed" in err and "8/8 finished (4 failed)" in err
 
 
+@needs_ray
 def test_sweep_resume_runs_only_unfinished_trials(tmp_path, capsys):
     (tmp_path / "s.dpl").write_text(SWEPT)
     assert sweep(tmp_path, "--grid", "lr=0.01,0.05") == 0
@@ -189,6 +196,7 @@ def test_sweep_resume_runs_only_unfinished_trials(tmp_path, capsys):
     assert [t["status"] for t in data["trials"]] == ["ok", "ok"] and data["trials"][0]["seconds"] == before
 
 
+@needs_ray
 def test_sweep_ctrl_c_keeps_finished_trials(tmp_path, capsys):
     (tmp_path / "s.dpl").write_text(SWEPT)
     done = tmp_path / "out" / "trials" / "t0000" / "log.txt"
@@ -206,6 +214,7 @@ def test_sweep_ctrl_c_keeps_finished_trials(tmp_path, capsys):
     assert [t["status"] for t in data["trials"]] == ["ok", "interrupted"]
 
 
+@needs_ray
 def test_sweep_samples_and_asha(tmp_path, capsys):
     (tmp_path / "s.dpl").write_text(SWEPT)
     assert sweep(tmp_path, "--samples", 3, "--space", "lr=loguniform:1e-3:1e-1", "--grid", "hidden=3",
@@ -237,3 +246,24 @@ def test_sweep_values_and_samples():
     lrs = [float(t["config"]["lr"]) for t in trials]
     assert 1e-4 <= min(lrs) and max(lrs) <= 1e-1 and min(lrs) < 1e-3 < max(lrs)  # spread over the decades
     assert {t["config"]["k"] for t in trials} == {"1", "2", "3"}
+
+
+def test_without_ray_the_commands_say_how_to_install_it(tmp_path, monkeypatch, capsys):
+    import sys
+    (tmp_path / "p.dpl").write_text(PROG)
+    (tmp_path / "s.dpl").write_text(SWEPT)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as where it is not installed
+    assert main(["train", str(tmp_path / "p.dpl"), "--quiet", "--workers", "2"]) == 1
+    assert "--workers needs Ray: pip install 'dpl[ray]'" in capsys.readouterr().err
+    assert sweep(tmp_path, "--grid", "lr=0.1,0.2") == 1
+    assert "dpl sweep needs Ray: pip install 'dpl[ray]'" in capsys.readouterr().err
+
+
+def test_other_commands_do_not_import_ray(tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "p.dpl").write_text(PROG)
+    code = ("import sys; from dpl.cli import main; assert main(['train', 'p.dpl', '--quiet']) == 0; "
+            "assert 'ray' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
