@@ -44,7 +44,9 @@ def start_ray(address: str | None, cpus: int | None = None):
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
                  configure_logging=False, **local)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise DplError(f"cannot start or join Ray{f' at {address}' if address else ''}: {e}") from None
+        hint = (" (is `ray start --head` running there? A cluster with token authentication also needs "
+                "RAY_AUTH_MODE=token here: docs/CLUSTER.md)") if address else ""
+        raise DplError(f"cannot start or join Ray{f' at {address}' if address else ''}: {e}{hint}") from None
     return ray
 
 
