@@ -103,6 +103,7 @@ class Replica:
         replay.enabled = setup["replay"]
         np.seterr(all="ignore")
         self.setup = setup
+        self.devnull = open(os.devnull, "w")  # what the program prints is the driver's to print
         self.interp = self.loss_fn = self.data = self.span = None
 
     def prepare(self, target: int, done: list, rng_start: dict) -> tuple:
@@ -112,7 +113,7 @@ class Replica:
         from .paramfile import load_params
         s = self.setup
         loaded = load_params(s["params"], partial=s["partial"]) if s["params"] else None
-        interp = Interpreter(mode="train", seed=s["seed"], stdout=open(os.devnull, "w"), loaded_params=loaded,
+        interp = Interpreter(mode="train", seed=s["seed"], stdout=self.devnull, loaded_params=loaded,
                              trainer=_ToBlock(target, done, rng_start), overrides=s["set"])
         try:
             interp.run_file(s["file"])

@@ -778,7 +778,9 @@ def resume_command(args, ckpt: Path) -> str:
                                  ("--checkpoint-every", args.checkpoint_every, None),
                                  ("--max-steps", getattr(args, "max_steps", None), None),
                                  ("--max-elements", getattr(args, "max_elements", None), None),
-                                 ("--max-nodes", getattr(args, "max_nodes", None), None)):
+                                 ("--max-nodes", getattr(args, "max_nodes", None), None),
+                                 ("--workers", getattr(args, "workers", None), None),
+                                 ("--address", getattr(args, "address", None), None)):
         if value != default:
             parts += [flag, str(value)]
     for flag in ("partial", "quiet", "skip_nonfinite", "detect_nan", "debug"):

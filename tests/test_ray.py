@@ -118,7 +118,8 @@ def test_workers_checkpoint_and_resume(tmp_path, monkeypatch, capsys):
     out = tmp_path / "p.npz"
     args = ["train", str(tmp_path / "p.dpl"), "--quiet", "--out", str(out), "--workers", "2"]
     assert main(args) == 130
-    assert "checkpoint saved to" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert "checkpoint saved to" in err and "--workers 2 --quiet --resume" in err and not out.exists()
     meta, _ = checkpoint.read(tmp_path / "p.ckpt.npz")
     assert meta["report"]["steps"] == 20 and meta["block"] == 1 and meta["in_block"]
     monkeypatch.undo()
