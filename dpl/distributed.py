@@ -149,6 +149,9 @@ class DataParallelTrainer(Trainer):
         if args.device != "cpu":
             raise DplError("--workers trains on CPUs; it does not combine with --device gpu")
         self.ray = ray = start_ray(args.address, args.workers)
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if cpus < args.workers:  # the actors would wait for CPUs for ever
+            raise DplError(f"--workers {args.workers} needs a CPU for each worker; the Ray cluster has {cpus}")
         setup = {"cwd": os.getcwd(), "file": str(path.resolve()), "dtype": args.dtype, "seed": args.seed,
                  "limits": (args.max_steps, args.max_elements, args.max_nodes), "replay": not args.no_replay,
                  "set": args.set, "params": args.params and os.path.abspath(args.params),

@@ -135,11 +135,10 @@ def run_trial(trial: dict, file: str, cwd: str, epochs, board, report=None) -> d
     """Run one trial's `dpl train` and stream its lines to the board; `report(epoch, loss)` (Ray Tune's) is
     called after each epoch. Returns the result, with the parameters file as bytes."""
     tid, start = trial["id"], time.time()
-    lines, epoch, loss, metric = [], 0, math.nan, ""
+    lines, epoch, loss = [], 0, math.nan
     with tempfile.TemporaryDirectory(prefix=f"dpl-{tid}-") as tmp:
         proc = subprocess.Popen(train_command(file, trial, epochs, tmp), cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, bufsize=1, preexec_fn=_die_with_parent,
-                                env=dict(os.environ, COLUMNS="120"))
+                                stderr=subprocess.PIPE, text=True, bufsize=1, preexec_fn=_die_with_parent)
         stdout = []
         reader = threading.Thread(target=lambda: stdout.extend(_relay(proc.stdout, tid, "out", board, lines)),
                                   daemon=True)
@@ -157,13 +156,12 @@ def run_trial(trial: dict, file: str, cwd: str, epochs, board, report=None) -> d
                 board.push.remote(tid, "line", line)
         code = proc.wait()
         reader.join()
-        metric = stdout[-1] if stdout else ""
-        result = {"status": "ok" if code == 0 else "error", "epochs": epoch, "seconds": round(time.time() - start, 3),
-                  "metric": metric, "log": "\n".join(lines) + "\n"}
+        result = {"status": "ok" if code == 0 else "error", "epochs": epoch, "metric": stdout[-1] if stdout else "",
+                  "seconds": round(time.time() - start, 3), "log": "\n".join(lines) + "\n"}
         if code == 0:
             with open(os.path.join(tmp, "metrics.json")) as f:
-                m = json.load(f)
-            result["loss"] = m["epoch_losses"][-1] if m["epoch_losses"] else m["final_loss"]
+                metrics = json.load(f)
+            result["loss"] = metrics["epoch_losses"][-1] if metrics["epoch_losses"] else metrics["final_loss"]
             with open(os.path.join(tmp, "params.npz"), "rb") as f:
                 result["params"] = f.read()
         else:
@@ -201,6 +199,7 @@ class Sweep:
     """The trials of one sweep, what is known of each, and DIR's results files."""
 
     def __init__(self, args, path: Path):
+        from .checkpoint import digest
         from .interp import check_overrides, parse_overrides, read_source
         from .parser import parse
         self.path, self.out = path, Path(args.out or path.with_name(path.stem + ".sweep"))
@@ -219,9 +218,9 @@ class Sweep:
         check_overrides(parse_overrides([f"{n}={v}" for n, v in first.items()]), program)
         for n, values in grid.items():
             parse_overrides([f"{n}={v}" for v in values])
-        self.spec = {"file": str(path), "grid": grid, "space": {n: list(d) for n, d in space.items()},
-                     "samples": args.samples or 1, "seeds": args.seeds, "scheduler": args.scheduler,
-                     "epochs": args.epochs}
+        self.spec = {"file": str(path.resolve()), "program": digest(path), "grid": grid,
+                     "space": {n: list(d) for n, d in space.items()}, "samples": args.samples or 1,
+                     "seeds": args.seeds, "scheduler": args.scheduler, "epochs": args.epochs}
         self.names = list(grid) + list(space)
         self.live: dict[str, dict] = {}  # running trials: epoch, loss, metric, log lines
         results = self.out / "results.json"
@@ -235,8 +234,9 @@ class Sweep:
                 raise DplError(f"--resume: cannot read {results}: {e}") from None
             if before != self.spec:
                 changed = [k for k in self.spec if before.get(k) != self.spec[k]]
-                raise DplError(f"--resume: the sweep in {self.out} was started with other {', '.join(changed)}; "
-                               f"run it with the same arguments, or choose another --out")
+                raise DplError(f"--resume: the sweep in {self.out} was started with a different {', '.join(changed)} "
+                               f"(`program`: the file's content); run it with the same arguments and program, or "
+                               f"choose another --out")
         else:
             if results.exists():
                 raise DplError(f"{self.out} already holds a sweep; --resume continues it, --out names another "

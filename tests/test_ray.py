@@ -134,6 +134,8 @@ def test_workers_errors(tmp_path, capsys):
     (tmp_path / "p.dpl").write_text(PROG.replace("mean((net(x) - y) ^ 2)", "mean((net(x) - y[:, 0]) ^ 2)[0]"))
     assert main(["train", str(tmp_path / "p.dpl"), "--quiet", "--workers", "0"]) == 1
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "p.dpl"), "--quiet", "--workers", "3"]) == 1
+    assert "--workers 3 needs a CPU for each worker; the Ray cluster has 2" in capsys.readouterr().err
     # a user error inside a replica is reported as the program's error, with its position
     assert main(["train", str(tmp_path / "p.dpl"), "--quiet", "--workers", "2"]) == 1
     err = capsys.readouterr().err
@@ -191,7 +193,11 @@ def test_sweep_resume_runs_only_unfinished_trials(tmp_path, capsys):
     assert sweep(tmp_path, "--grid", "lr=0.01,0.05") == 1
     assert "already holds a sweep; --resume continues it" in capsys.readouterr().err
     assert sweep(tmp_path, "--grid", "lr=0.01,0.03", "--resume") == 1
-    assert "was started with other grid" in capsys.readouterr().err
+    assert "was started with a different grid" in capsys.readouterr().err
+    (tmp_path / "s.dpl").write_text(SWEPT + "print(1)\n")
+    assert sweep(tmp_path, "--grid", "lr=0.01,0.05", "--resume") == 1
+    assert "was started with a different program" in capsys.readouterr().err
+    (tmp_path / "s.dpl").write_text(SWEPT)
     assert sweep(tmp_path, "--grid", "lr=0.01,0.05", "--resume") == 0
     data, _ = results(tmp_path)
     assert [t["status"] for t in data["trials"]] == ["ok", "ok"] and data["trials"][0]["seconds"] == before
