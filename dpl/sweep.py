@@ -8,6 +8,7 @@ small actor (the board) that the driver reads twice a second; the finished trial
 as bytes, so DIR need only exist where the sweep was started."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -477,7 +478,11 @@ def _run_tune(ray, sweep, pending, workers, board, live) -> None:
         run_config=tune.RunConfig(storage_path=str((sweep.out / "tune").resolve()), verbose=0, stop=stopper,
                                   name=time.strftime("asha-%Y%m%d-%H%M%S")))  # a resumed sweep: a new one
     outcome = {}
-    fit = threading.Thread(target=lambda: outcome.setdefault("grid", tuner.fit()), daemon=True)
+
+    def run():
+        with contextlib.redirect_stdout(io.StringIO()):  # Tune's own report (paths, TensorBoard): the table is ours
+            outcome["grid"] = tuner.fit()
+    fit = threading.Thread(target=run, daemon=True)
     fit.start()
     try:
         while fit.is_alive():
