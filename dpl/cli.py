@@ -57,6 +57,27 @@ def _inspection(sub):
             p.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted (default 1e-6)")
 
 
+def _sweep(sub):
+    p = sub.add_parser("sweep", help="train FILE over --set configurations and seeds on Ray (pip install "
+                                     "'dpl[ray]'; docs/CLUSTER.md)")
+    p.add_argument("file", help="the .dpl program")
+    p.add_argument("--grid", nargs="+", default=[], metavar="NAME=V1,V2",
+                   help="every combination of these values of top-level assignments, e.g. lr=1e-3,1e-2 hidden=16,32")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="train each configuration with --seed 0..N-1")
+    p.add_argument("--samples", type=int, metavar="N", help="N random draws from --space (each with every grid point)")
+    p.add_argument("--space", nargs="+", default=[], metavar="NAME=DIST:LOW:HIGH",
+                   help="distributions to draw from: uniform, loguniform, randint, e.g. lr=loguniform:1e-4:1e-1")
+    p.add_argument("--scheduler", choices=["asha"], help="stop poor trials early with Ray Tune's ASHA on the "
+                                                         "per-epoch losses")
+    p.add_argument("--workers", type=int, metavar="N", help="trials at once (default: the CPUs of the Ray cluster)")
+    p.add_argument("--address", metavar="ADDR", help="join the Ray cluster at ADDR (default: start a local Ray)")
+    p.add_argument("--out", metavar="DIR", help="results directory (default: FILE's stem + .sweep)")
+    p.add_argument("--epochs", type=int, help="override the epochs of every train block of every trial")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in DIR: run the trials not finished")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    p.set_defaults(dtype="float64", device="cpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     ap = argparse.ArgumentParser(prog="dpl", description="DPL: a small language for differentiable programs")
@@ -88,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip steps whose loss or gradient is NaN/Inf instead of stopping, and count them")
     train.add_argument("--detect-nan", action="store_true", help="stop at the first NaN/Inf, forward or backward")
     train.add_argument("--plot", metavar="PNG", help="draw the training curve (loss per step and epoch) here")
+    train.add_argument("--workers", type=int, metavar="N",
+                       help="data-parallel training on N Ray actors, each on its shard of every minibatch "
+                            "(pip install 'dpl[ray]'; docs/CLUSTER.md)")
+    train.add_argument("--address", metavar="ADDR", help="with --workers: join the Ray cluster at ADDR "
+                                                         "(default: start a local Ray)")
+    _sweep(sub)
     _inspection(sub)
     repl = sub.add_parser("repl", help="an interactive session (loads FILE first when given)")
     repl.add_argument("file", nargs="?", help="a .dpl program to load first (train blocks skipped)")
@@ -202,6 +229,9 @@ def _dispatch(args) -> int:
     if args.command == "train":
         from .train import train_command
         return train_command(args, path)
+    if args.command == "sweep":
+        from .sweep import sweep_command
+        return sweep_command(args, path)
     loaded = load_params(args.params, partial=getattr(args, "partial", False)) if args.params else None
     if args.command in ("graph", "gradcheck", "attention"):
         from .viz import inspect_command

@@ -175,6 +175,22 @@ def _settings(interp, stmt: A.Train, frame) -> dict:
     return out
 
 
+def block_data(interp, stmt: A.Train, frame) -> list:
+    """The `over` tensors of a train block with their expressions, checked to share their first dimension."""
+    data = []
+    for e in stmt.over:
+        v = raw(interp.eval(e, frame))
+        if not is_tensor(v) or np.ndim(v) == 0:
+            raise DplError(f"`train ... over` needs tensors with a first axis to batch, got {describe_type(v)}",
+                           e.span)
+        data.append((v, e))
+    for v, e in data[1:]:
+        if len(v) != len(data[0][0]):
+            raise DplError(f"`train ... over`: every tensor needs the same first dimension; "
+                           f"{len(data[0][0])} rows in the first but {len(v)} here", e.span)
+    return data
+
+
 class TrainReport:
     """What a run of `train` did, for --metrics, --plot and the summary; `blocks` has one dict per train block
     (loss, where, optimizer, epochs, steps, skipped_steps, final_loss, seconds)."""
@@ -376,18 +392,8 @@ class Trainer:
         seed = setting("seed", interp.seed, lambda v: seed_value(integer(v, "`seed`"), "`seed`"))
         loss_fn = interp.eval(A.Name(stmt.loss, stmt.span), frame)
 
-        data = []
-        for e in stmt.over:
-            v = raw(interp.eval(e, frame))
-            if not is_tensor(v) or np.ndim(v) == 0:
-                raise DplError(f"`train ... over` needs tensors with a first axis to batch, got {describe_type(v)}",
-                               e.span)
-            data.append((v, e))
+        data = block_data(interp, stmt, frame)
         n = len(data[0][0]) if data else 0
-        for v, e in data[1:]:
-            if len(v) != n:
-                raise DplError(f"`train ... over`: every tensor needs the same first dimension; "
-                               f"{len(data[0][0])} rows in the first but {len(v)} here", e.span)
         batch = setting("batch", n or 1, lambda v: integer(v, "batch"))
         if batch < 1:
             raise DplError("`batch` must be at least 1", settings["batch"][1])
@@ -423,11 +429,10 @@ class Trainer:
                 order = rng.permutation(n) if shuffle and data else np.arange(n)
                 for k in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
                     idx = order[k * batch:(k + 1) * batch]
-                    args = [v[B.xp.asarray(idx)] for v, _ in data]
                     interp.steps = 0  # --max-steps bounds each training step, not the length of training
                     unused = None if checked_unused else set()
                     try:
-                        loss, grads = loss_and_grads(interp, loss_fn, args, stmt.span, unused)
+                        loss, grads = self.gradients(interp, stmt, loss_fn, [v for v, _ in data], idx, unused)
                     except NonFiniteError as e:  # --detect-nan stopped inside the step: keep the last good step
                         self._stopped(interp)
                         e.message += (f"; training stopped at epoch {epoch + 1}, step {report.steps + 1}, "
@@ -479,6 +484,15 @@ class Trainer:
             now = time.perf_counter()
             report.seconds += now - last
             summary["seconds"] += now - last
+
+    def close(self) -> None:
+        """Release what the trainer holds once the run ends (dpl.distributed: its Ray actors)."""
+
+    def gradients(self, interp, stmt, loss_fn, data, idx, unused):
+        """The loss and gradients of one minibatch, the rows `idx` of each `over` tensor (dpl.distributed
+        spreads the rows over Ray actors instead)."""
+        args = [v[B.xp.asarray(idx)] for v in data]
+        return loss_and_grads(interp, loss_fn, args, stmt.span, unused)
 
     def _resume(self, interp, stmt, config, opt, rng):
         """Restore the block a checkpoint stopped in: parameters, optimizer, both generators; its position."""
@@ -634,9 +648,13 @@ def train_command(args, path: Path) -> int:
         digests.update(it.data_files)  # the hash of what load() read, not of the file as it is now
         return checkpoint.fingerprint(args, it.loaded_files | set(it.data_files), digests)
     session = Session(report, ckpt, args.checkpoint_every, resume=resume, fingerprint=fingerprint)
-    trainer = Trainer(args.epochs, report, progress=not args.quiet, log_epochs=args.quiet,
-                      on_nonfinite=lambda it: save_params(out, it.params), skip_nonfinite=args.skip_nonfinite,
-                      session=session)
+    settings = dict(progress=not args.quiet, log_epochs=args.quiet, skip_nonfinite=args.skip_nonfinite,
+                    on_nonfinite=lambda it: save_params(out, it.params), session=session)
+    if getattr(args, "workers", None) is None:
+        trainer = Trainer(args.epochs, report, **settings)
+    else:
+        from .distributed import DataParallelTrainer
+        trainer = DataParallelTrainer(args, path, args.epochs, report, **settings)
     interp = Interpreter(mode="train", seed=args.seed, loaded_params=loaded, trainer=trainer,
                          overrides=getattr(args, "set", None))
     handlers = _catch_signals(session)
@@ -646,6 +664,7 @@ def train_command(args, path: Path) -> int:
         finally:  # before saving a checkpoint: a second signal now stops at once, the ordinary way
             for s, h in handlers.items():
                 signal.signal(s, h)
+            trainer.close()
     except Interrupted as e:
         return _interrupted(e, args, session, interp)
     for done_with in {session.path if session.written else None, session.resume_path}:
@@ -766,7 +785,9 @@ def resume_command(args, ckpt: Path) -> str:
                                  ("--checkpoint-every", args.checkpoint_every, None),
                                  ("--max-steps", getattr(args, "max_steps", None), None),
                                  ("--max-elements", getattr(args, "max_elements", None), None),
-                                 ("--max-nodes", getattr(args, "max_nodes", None), None)):
+                                 ("--max-nodes", getattr(args, "max_nodes", None), None),
+                                 ("--workers", getattr(args, "workers", None), None),
+                                 ("--address", getattr(args, "address", None), None)):
         if value != default:
             parts += [flag, str(value)]
     for flag in ("partial", "quiet", "skip_nonfinite", "detect_nan", "debug"):
