@@ -151,7 +151,7 @@ def fingerprint(args, files, digests: dict) -> dict:
         if f not in digests:
             digests[f] = digest(f)
         return digests[f]
-    return {"seed": args.seed, "dtype": args.dtype, "epochs": args.epochs,
+    return {"seed": args.seed, "dtype": args.dtype, "epochs": args.epochs, "set": list(getattr(args, "set", [])),
             "params": hashed(args.params) if args.params else None,
             "files": {str(f): hashed(f) for f in sorted(files)}}
 
@@ -165,6 +165,9 @@ def differences(recorded: dict, args) -> list[str]:
         if recorded[key] != getattr(args, key):
             out.append(f"it was written with {given('--' + key, recorded[key])}, this run has "
                        f"{given('--' + key, getattr(args, key))}")
+    if recorded.get("set", []) != list(getattr(args, "set", [])):  # absent from checkpoints before --set counted
+        out.append(f"it was written with --set {recorded.get('set', [])}, this run has "
+                   f"--set {list(getattr(args, 'set', []))}")
     if recorded["params"] != (digest(args.params) if args.params and Path(args.params).is_file() else None):
         out.append("its run started from other --params" if recorded["params"] else
                    "its run had no --params")

@@ -790,6 +790,8 @@ def resume_command(args, ckpt: Path) -> str:
                                  ("--address", getattr(args, "address", None), None)):
         if value != default:
             parts += [flag, str(value)]
+    for binding in getattr(args, "set", []):
+        parts += ["--set", binding]
     for flag in ("partial", "quiet", "skip_nonfinite", "detect_nan", "debug"):
         if getattr(args, flag):
             parts.append("--" + flag.replace("_", "-"))

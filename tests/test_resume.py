@@ -574,3 +574,18 @@ def test_checkpoints_of_the_same_step_are_identical(tmp_path, monkeypatch, capsy
     assert ga.keys() == gb.keys() and all(ga[g].keys() == gb[g].keys() for g in ga)
     assert all(np.array_equal(ga[g][k], gb[g][k]) and ga[g][k].dtype == gb[g][k].dtype for g in ga for k in ga[g])
     assert ga["params"]["w"].dtype == np.float32
+
+
+def test_set_bindings_are_part_of_the_resume_identity(tmp_path, monkeypatch, capsys):
+    """A run trained with --set resumes only with the same bindings, and its resume command repeats them."""
+    prog = tmp_path / "s.dpl"
+    prog.write_text("scale = 1.0\n" + SMALL.replace("OPT", OPTS["adam"]).replace("+ 0.3", "+ scale"))
+    assert main(["train", str(prog), "--quiet", "--set", "scale=2.0", "--out", str(tmp_path / "ref.npz")]) == 0
+    signal_at(monkeypatch, {5: [signal.SIGINT]})
+    assert main(["train", str(prog), "--quiet", "--set", "scale=2.0"]) == 130
+    monkeypatch.undo()
+    assert "--set scale=2.0 --quiet --resume" in capsys.readouterr().err
+    assert main(["train", str(prog), "--quiet", "--resume"]) == 1
+    assert "it was written with --set ['scale=2.0'], this run has --set []" in capsys.readouterr().err
+    assert main(["train", str(prog), "--quiet", "--set", "scale=2.0", "--resume"]) == 0
+    assert (tmp_path / "s.params.npz").read_bytes() == (tmp_path / "ref.npz").read_bytes()
