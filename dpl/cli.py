@@ -176,7 +176,10 @@ def main(argv=None) -> int:
 
 
 def _resume_before_program(argv: list) -> list:
-    """`dpl train --resume prog.dpl`: the .dpl file is the program, not the checkpoint path."""
+    """`dpl train --resume prog.dpl`: the .dpl file is the program, not the checkpoint path (train's --resume
+    takes an optional path; sweep's is a plain flag and needs no rewriting)."""
+    if not argv or argv[0] != "train":
+        return argv
     for i, a in enumerate(argv[:-1]):
         if a == "--resume" and argv[i + 1].endswith(".dpl"):
             return argv[:i] + ["--resume="] + argv[i + 1:]

@@ -338,3 +338,12 @@ def test_threads_must_be_positive(command, tmp_path):
     assert (r.returncode, r.stderr) == (1, "dpl: error: --threads must be at least 1, got 0\n")
     assert dpl(command, TAYLOR, "--threads", "2", *(["--out", tmp_path / "t.npz"] if command == "train" else [])
                ).returncode == 0
+
+
+def test_resume_before_the_program_file_for_train_and_sweep():
+    """train's --resume takes an optional path, so a .dpl after it is the program; sweep's is a plain flag."""
+    from dpl.cli import _resume_before_program, build_parser
+    train = build_parser().parse_args(_resume_before_program(["train", "--resume", "p.dpl"]))
+    assert (train.file, train.resume) == ("p.dpl", "")
+    sweep = build_parser().parse_args(_resume_before_program(["sweep", "--resume", "p.dpl", "--grid", "lr=1"]))
+    assert (sweep.file, sweep.resume) == ("p.dpl", True)
