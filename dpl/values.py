@@ -65,8 +65,8 @@ def _nested(a) -> str:
 
 def format_value(v) -> str:
     v = raw(v)
-    if isinstance(v, tuple):
-        return "(" + ", ".join(format_value(x) for x in v) + ")"
+    if isinstance(v, tuple):  # a 1-tuple as Python writes it, so it does not read as a bracketed value
+        return "(" + ", ".join(format_value(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     if isinstance(v, List):
         return "[" + ", ".join(format_value(x) for x in v) + "]"
     if isinstance(v, str):
