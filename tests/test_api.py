@@ -200,3 +200,37 @@ def test_save_params_is_atomic(prog, monkeypatch):
     Path("d").mkdir()
     with pytest.raises(dpl.DplError, match="it is a directory"):
         prog.save_params("d")
+
+
+# ---- the README's Python API runs as written ----------------------------------------------------------------
+
+MODEL = """\
+param W: [1, 4] ~ glorot
+module Lin(n) {
+    param W: [n, 1] ~ glorot
+    fn call(x) = x @ W
+}
+enc = Lin(4)
+fn f(x) = sum(tanh(x * W) ^ 2)
+xs = normal(0, 1, [64, 1])
+ys = sin(xs)
+fn loss(x, y) = mean((enc(tanh(x @ W)) - y) ^ 2)
+train loss over xs, ys {
+    epochs = 2
+    batch = 16
+}
+"""
+
+
+def test_the_readme_python_api_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("model.dpl").write_text(MODEL)
+    assert cli_main(["train", "model.dpl", "--quiet"]) == 0
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(code, scope)
+    prog, metrics = scope["prog"], scope["metrics"]
+    assert metrics["steps"] == 40 and len(metrics["step_losses"]) == 40
+    assert float(scope["small"].call("sq", 3.0)) == 9.0
+    assert Path("model.params.npz").is_file() and set(prog.params) == {"W", "enc.W"}
