@@ -2,7 +2,8 @@
 
     prog = dpl.load("model.dpl")          # runs the top-level statements (train blocks skipped)
     graph = prog.trace("f", x)            # the recorded DAG ⟨n, l, E, f, v, α⟩ of one call
-    prog.call("f", x); prog.grad("f")(x)
+    prog.call("f", x); prog.grad("f")(x); prog["xs"]
+    metrics = prog.train(); prog.save_params("model.params.npz")
 """
 from __future__ import annotations
 
@@ -27,12 +28,10 @@ if sys.argv and os.path.basename(sys.argv[0]) in ("dpl", "dpl.exe"):  # the `dpl
     sys.excepthook = _quiet_interrupt
 
 import io  # noqa: E402
-from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from . import ast as A  # noqa: E402
 from .errors import DplError, Span  # noqa: E402
 from .graph import Graph, raw  # noqa: E402
 
@@ -203,6 +202,8 @@ class Program:
             else:
                 names.append(f"_over{k}")
                 data[f"_over{k}"] = self._args([item])[0]
+        if isinstance(settings["optimizer"], str) and settings["optimizer"].strip() in ("sgd", "adam", "rmsprop"):
+            settings["optimizer"] = settings["optimizer"].strip() + "()"  # a bare name: that optimizer's defaults
         lines = [f"train {loss}" + (f" over {', '.join(names)}" if names else "") + " {"]
         for key, value in settings.items():
             if value is not None:
@@ -210,17 +211,8 @@ class Program:
                     repr(value.item() if isinstance(value, np.generic) else value)
                 lines.append(f"    {key} = {text}")
         (stmt,) = parse("\n".join(lines + ["}"]), "<prog.train>").body
-        optimizer = next((s for s in stmt.body if s.target == "optimizer"), None)
-        frame = Frame(data, name="<prog.train>")
-        if optimizer is not None:  # a bare `adam` is adam's defaults
-            from .builtins import OptimizerSpec
-            value = self.interp.eval(optimizer.value, frame)
-            if getattr(value, "name", None) in ("sgd", "adam", "rmsprop") and not isinstance(value, OptimizerSpec):
-                data["_optimizer"] = self.interp.call(value, [], {}, optimizer.value.span)
-                stmt = replace(stmt, body=tuple(replace(s, value=A.Name("_optimizer", s.value.span))
-                                                if s is optimizer else s for s in stmt.body))
         self.interp.steps = 0
-        trainer(self.interp, stmt, frame)
+        trainer(self.interp, stmt, Frame(data, name="<prog.train>"))
 
     def save_params(self, path) -> Path:
         """Write the parameters as `dpl train --out` does (.npz keyed by name, atomically: temporary file and

@@ -39,8 +39,9 @@ class Builtin:
             elif p.default is p.empty:
                 parts.append(p.name)
             else:
-                d = {None: "none", True: "true", False: "false"}.get(p.default, p.default) \
-                    if not isinstance(p.default, str) else f'"{p.default}"'
+                # by identity, not a dict lookup: 0.0 == False, yet momentum = 0.0 is no `false`
+                d = f'"{p.default}"' if isinstance(p.default, str) else \
+                    next((w for v, w in ((None, "none"), (True, "true"), (False, "false")) if p.default is v), p.default)
                 parts.append(f"{p.name} = {d}")
         return f"{self.name}({', '.join(parts)})"
 

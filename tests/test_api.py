@@ -143,7 +143,8 @@ def test_train_a_loss_from_python_is_the_train_block_it_spells(prog, tmp_path):
     assert got["step_losses"] == ref["step_losses"] and got["steps"] == 8
     for k, v in reference.params.items():
         np.testing.assert_array_equal(prog.params[k], v)
-    assert got["blocks"][0]["where"] == "<prog.train>:1" and got["blocks"][0]["optimizer"] == "sgd(lr=0.05, momentum=0.5)"
+    block = got["blocks"][0]
+    assert block["where"] == "<prog.train>:1" and block["optimizer"] == "sgd(lr=0.05, momentum=0.5)"
     assert prog["err"] != prog.call("loss", prog["X"], prog["Y"])  # nothing else ran: `err` is the loaded value
 
 
@@ -190,11 +191,11 @@ def test_save_params_is_atomic(prog, monkeypatch):
     def savez(f, **arrays):
         f.write(b"PK\x03\x04" + b"\0" * 100)
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(np, "savez", savez)
-    with pytest.raises(dpl.DplError, match="No space left on device"):
-        prog.save_params("p.npz")
+    with monkeypatch.context() as m:
+        m.setattr(np, "savez", savez)
+        with pytest.raises(dpl.DplError, match="No space left on device"):
+            prog.save_params("p.npz")
     assert Path("p.npz").read_bytes() == old
-    monkeypatch.undo()
     with pytest.raises(dpl.DplError, match="cannot write no/such/dir/p.npz: the directory .* does not exist"):
         prog.save_params("no/such/dir/p.npz")
     Path("d").mkdir()
@@ -234,3 +235,10 @@ def test_the_readme_python_api_runs(tmp_path, monkeypatch, capsys):
     assert metrics["steps"] == 40 and len(metrics["step_losses"]) == 40
     assert float(scope["small"].call("sq", 3.0)) == 9.0
     assert Path("model.params.npz").is_file() and set(prog.params) == {"W", "enc.W"}
+
+
+def test_train_a_loss_with_a_bare_optimizer_name_says_what_it_lacks(prog):
+    with pytest.raises(dpl.DplError) as e:
+        prog.train("loss", "X", "Y", optimizer="sgd")
+    assert e.value.format().splitlines()[0] == ("<prog.train>:2:17: wrong arguments to `sgd`: missing a required "
+                                                "argument: 'lr'; usage: sgd(lr, momentum = 0.0)")
