@@ -39,9 +39,9 @@ class Builtin:
             elif p.default is p.empty:
                 parts.append(p.name)
             else:
-                # by identity, not a dict lookup: 0.0 == False, yet momentum = 0.0 is no `false`
+                words = ((None, "none"), (True, "true"), (False, "false"))  # by identity: 0.0 == False
                 d = f'"{p.default}"' if isinstance(p.default, str) else \
-                    next((w for v, w in ((None, "none"), (True, "true"), (False, "false")) if p.default is v), p.default)
+                    next((w for v, w in words if p.default is v), p.default)
                 parts.append(f"{p.name} = {d}")
         return f"{self.name}({', '.join(parts)})"
 
