@@ -1,6 +1,7 @@
 """Builtins of LANGUAGE.md §9: thin wrappers that check arguments and compose ops."""
 from __future__ import annotations
 
+import csv
 import inspect
 import math
 import warnings
@@ -38,8 +39,9 @@ class Builtin:
             elif p.default is p.empty:
                 parts.append(p.name)
             else:
-                d = {None: "none", True: "true", False: "false"}.get(p.default, p.default) \
-                    if not isinstance(p.default, str) else f'"{p.default}"'
+                words = ((None, "none"), (True, "true"), (False, "false"))  # by identity: 0.0 == False
+                d = f'"{p.default}"' if isinstance(p.default, str) else \
+                    next((w for v, w in words if p.default is v), p.default)
                 parts.append(f"{p.name} = {d}")
         return f"{self.name}({', '.join(parts)})"
 
@@ -473,30 +475,73 @@ def _check_magic(path: Path, suffix: str) -> None:
                        + (" (it is empty)" if not head else ""))
 
 
-def _load_csv(path: Path):
-    """Numbers separated by commas, one row per line (blank lines and `#` comments skipped); a file that
+def _load_csv(path: Path, header: bool = False, columns=None):
+    """Numbers separated by commas, one row per line (blank lines and `#` comments skipped), below a header
+    line of column names with `header`, of which `columns` (a name or a list of names) picks some; a file that
     np.loadtxt cannot read is read again line by line to say which line is wrong."""
+    at, names = _csv_header(path) if header or columns is not None else (0, None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "input contained no data": an error below
-            data = np.loadtxt(path, delimiter=",", ndmin=1)
+            data = np.loadtxt(path, delimiter=",", ndmin=1 if names is None else 2, skiprows=at)
     except ValueError as e:
-        _csv_problem(path)
+        _csv_problem(path, at)
         raise DplError(f"`load`: cannot read {path}: {e}") from None
     if data.size == 0:
-        raise DplError(f"`load`: {path} holds no numbers")
-    return data
+        raise DplError(f"`load`: {path} holds no numbers" + (f" below its header (line {at})" if at else ""))
+    check_elements(data.shape, f"`load` of {path}")
+    if names is None:
+        return data
+    if data.shape[1] != len(names):
+        raise DplError(f"`load`: {path} has {data.shape[1]} column{'s' * (data.shape[1] != 1)} of numbers, but its "
+                       f"header (line {at}) names {len(names)}: {', '.join(f'`{n}`' for n in names)}")
+    if columns is None:  # the shape `load` gives without a header: one row or one column is 1-D
+        return data.reshape(-1) if 1 in data.shape else data
+    picked = [_column(path, names, c) for c in ([columns] if isinstance(columns, str) else columns)]
+    return data[:, picked[0]] if isinstance(columns, str) else data[:, picked]
 
 
-def _csv_problem(path: Path) -> None:
-    """Raise a DplError naming the first line of a CSV file that is not a row of numbers like the others."""
+def _csv_header(path: Path, what: str = "load") -> tuple[int, list[str]]:
+    """The line number and the column names of a CSV file's header: its first line that is not blank or a
+    comment (cells as the csv module reads them, so names may be quoted; spaces around them dropped)."""
+    with open(path, "rb") as f:
+        for number, raw_line in enumerate(f, start=1):
+            line = _utf8(path, number, raw_line, what).lstrip("\ufeff")  # a spreadsheet's byte order mark
+            text = line.split("#", 1)[0]
+            if text.strip():
+                return number, [c.strip() for c in next(csv.reader([text], skipinitialspace=True))]
+    raise DplError(f"`{what}`: {path} has no header line (it holds nothing but blank lines and comments)")
+
+
+def _column(path: Path, names: list, name) -> int:
+    if not isinstance(name, str):
+        raise DplError(f"`load`: `columns` takes a column name or a list of names, got {describe_type(name)}")
+    if name not in names:
+        from .errors import suggest
+        raise DplError(f"`load`: {path} has no column `{name}`{suggest(name, names)}; its header names "
+                       f"{', '.join(f'`{n}`' for n in names)}")
+    if names.count(name) > 1:
+        raise DplError(f"`load`: {path} has {names.count(name)} columns named `{name}`; pick one by its position "
+                       f"instead, as load(..., header = true)[:, k]")
+    return names.index(name)
+
+
+def _utf8(path: Path, number: int, raw_line: bytes, what: str = "load") -> str:
+    try:
+        return raw_line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DplError(f"`{what}`: {path} line {number} is not UTF-8 text") from None
+
+
+def _csv_problem(path: Path, skip: int = 0) -> None:
+    """Raise a DplError naming the first line of a CSV file (below line `skip`, its header) that is not a row
+    of numbers like the others."""
     width = first = None
     with open(path, "rb") as f:
         for number, raw_line in enumerate(f, start=1):
-            try:
-                line = raw_line.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DplError(f"`load`: {path} line {number} is not UTF-8 text") from None
+            if number <= skip:
+                continue
+            line = _utf8(path, number, raw_line)
             cells = line.split("#", 1)[0].strip()
             if not cells:
                 continue
@@ -507,7 +552,8 @@ def _csv_problem(path: Path) -> None:
                 except ValueError:
                     cell = cell.strip()
                     what = f"`{cell if len(cell) <= 20 else cell[:20] + '...'}` is" if cell else "an empty cell is"
-                    hint = " (a header line? remove it)" if first is None and any(map(str.isalpha, cell)) else ""
+                    hint = " (a header line? load(..., header = true) reads the rows below it)" \
+                        if first is None and not skip and any(map(str.isalpha, cell)) else ""
                     raise DplError(f"`load`: {path} line {number}, column {column}: {what} not a "
                                    f"number{hint}") from None
             if width is None:
@@ -517,19 +563,34 @@ def _csv_problem(path: Path) -> None:
                                f"but line {first} has {width}; every row needs the same number of columns")
 
 
-@builtin(context=True)
-def load(interp, span, file, key=None):
-    graph.taint("a file read (`load`) inside it")
+def _data_file(interp, span, file, what: str) -> Path:
+    """The path of a data file named relative to the program's file; what it holds is part of a checkpoint's
+    identity (a changed file stops --resume), and reading it keeps the recording from being replayed."""
+    graph.taint(f"a file read (`{what}`) inside it")
     if not isinstance(file, str):
-        raise DplError(f"`load` takes a file name string, got {describe_type(file)}")
+        raise DplError(f"`{what}` takes a file name string, got {describe_type(file)}")
     path = Path(file)
     if not path.is_absolute():
         path = Path(span.file).parent / path
     if not path.is_file():
-        raise DplError(f"`load`: no such file: {path}" if not path.exists() else f"`load`: {path} is not a file")
+        raise DplError(f"`{what}`: no such file: {path}" if not path.exists() else f"`{what}`: {path} is not a file")
+    return path
+
+
+@builtin(context=True)
+def load(interp, span, file, key=None, header=False, columns=None):
+    """A tensor from a .csv, .npy or an .npz file (`key`: the array's name); a CSV file's first line names its
+    columns with `header = true`, and `columns = "name"` or `["a", "b"]` picks columns by those names."""
+    path = _data_file(interp, span, file, "load")
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".npy", ".npz"):
         raise DplError(f"`load` reads .csv, .npy and .npz files, not `{path.suffix or path.name}`")
+    header = flag(header, "header")
+    if columns is not None and not isinstance(columns, (str, List)):
+        raise DplError(f"`load`: `columns` takes a column name or a list of names, got {describe_type(columns)}")
+    if (header or columns is not None) and suffix != ".csv":
+        raise DplError(f"`load`: only .csv files have a header line; load(\"{file}\") takes no "
+                       f"`{'header' if header else 'columns'}`")
     if key is not None and suffix != ".npz":
         raise DplError(f"`load`: only .npz files hold arrays by key; load(\"{file}\") takes no key")
     if key is not None and not isinstance(key, str):
@@ -540,7 +601,7 @@ def load(interp, span, file, key=None):
     try:
         interp.data_files[path.resolve()] = digest(path)  # in a checkpoint's identity: a changed file stops --resume
         if suffix == ".csv":
-            data = _load_csv(path)
+            data = _load_csv(path, header, columns)
         else:
             _check_magic(path, suffix)
             from .paramfile import read_npy, read_npz
@@ -565,6 +626,21 @@ def load(interp, span, file, key=None):
     if data.dtype.kind == "f":
         data = data.astype(B.float_dtype)
     return B.xp.asarray(data)
+
+
+@builtin(context=True)
+def load_header(interp, span, file):
+    """The column names in a CSV file's header line, as a list of strings (`load(file, header = true)` reads
+    the numbers below it)."""
+    path = _data_file(interp, span, file, "load_header")
+    if path.suffix.lower() != ".csv":
+        raise DplError(f"`load_header` reads the header line of a .csv file, not `{path.suffix or path.name}`")
+    from .checkpoint import digest
+    try:
+        interp.data_files[path.resolve()] = digest(path)
+        return List(_csv_header(path, "load_header")[1])
+    except OSError as e:
+        raise DplError(f"`load_header`: cannot read {path}: {e or type(e).__name__}") from None
 
 
 # ---- output -------------------------------------------------------------------------------------------

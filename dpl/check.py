@@ -8,7 +8,7 @@ from .builtins import BUILTINS, CONSTANTS
 from .errors import DplError, suggest
 from .interp import assigned_names, bind_args, read_source, stdlib_path
 from .limits import deep_stack
-from .parser import parse
+from .parser import DECLARATION_WORD, parse
 
 
 def check_file(path) -> list[DplError]:
@@ -147,7 +147,8 @@ def _fn_names(body) -> set[str]:
 
 
 def _signatures(programs) -> dict:
-    """Functions and modules declared once at top level and never rebound there: calls to them are checked."""
+    """Functions and modules declared once at top level and never rebound there (also `g = fn(x) = ...`
+    assigned once): calls to them are checked."""
     count: dict[str, int] = {}
     decls = {}
     for prog in programs:
@@ -157,6 +158,39 @@ def _signatures(programs) -> dict:
         for name in list(assigned_names([s for s in prog.body if not isinstance(s, A.Train)])) + \
                 [s.name for s in prog.body if isinstance(s, (A.FnDef, A.ModuleDef, A.Param))]:
             count[name] = count.get(name, 0) + 1
+        for name, fn in _local_signatures([s for s in prog.body if not isinstance(s, A.Train)], ()).items():
+            decls.setdefault(name, fn)
+    return {name: d for name, d in decls.items() if count[name] == 1}
+
+
+def _local_signatures(body, params) -> dict:
+    """The functions of a body bound once and only once: a nested `fn g(...)` or `g = fn(...) = ...` that no
+    parameter, other assignment or loop variable rebinds (so a call of `g` there can be checked)."""
+    count: dict[str, int] = dict.fromkeys(params, 1)
+    decls = {}
+
+    def walk(stmts):
+        for s in stmts:
+            names = ()
+            if isinstance(s, A.FnDef):
+                names, decls[s.name] = (s.name,), s
+            elif isinstance(s, A.Assign):
+                names = (s.target,)
+                if isinstance(s.value, A.Lambda):
+                    decls[s.target] = s.value.fn
+            elif isinstance(s, A.Unpack):
+                names = s.targets
+            elif isinstance(s, A.For):
+                names = (s.var,)
+            elif isinstance(s, A.SoftWhile) and s.steps:
+                names = (s.steps,)
+            for n in names:
+                count[n] = count.get(n, 0) + 1
+            if not isinstance(s, (A.FnDef, A.ModuleDef, A.Train)):
+                for block in (getattr(s, "body", None), getattr(s, "orelse", None)):
+                    if isinstance(block, tuple):
+                        walk(block)
+    walk(body)
     return {name: d for name, d in decls.items() if count[name] == 1}
 
 
@@ -167,6 +201,7 @@ class _Checker:
     def __init__(self, errors, sigs, user, aliases):
         self.errors, self.sigs, self.user, self.aliases = errors, sigs, user, aliases
         self.locals: list[set] = []  # the local names of the functions being checked, innermost last
+        self.local_sigs: list[dict] = []  # for each of them, its nested functions bound once (_local_signatures)
 
     def error(self, msg, span):
         self.errors.append(DplError(msg, span))
@@ -181,12 +216,14 @@ class _Checker:
                 for _, d in s.defaults:
                     self.node(d, top | set(s.params), top, in_fn=False)
                 self.locals.append(inner)
+                self.local_sigs.append({})
                 for x in s.body:
                     if isinstance(x, A.FnDef):
                         self.fn(x, top | inner, top)
                     else:
                         self.node(x, top | inner, top, in_fn=False)
                 self.locals.pop()
+                self.local_sigs.pop()
             elif isinstance(s, A.Train):
                 head = s.loss.split(".")[0]
                 if head not in top:
@@ -203,9 +240,11 @@ class _Checker:
         for _, d in fn.defaults:
             self.node(d, scope | set(fn.params), top, in_fn=True)
         self.locals.append(local)
+        self.local_sigs.append(_local_signatures(fn.body, fn.params))
         for s in fn.body:
             self.node(s, scope | local, top, in_fn=True)
         self.locals.pop()
+        self.local_sigs.pop()
 
     def node(self, node, scope, top, in_fn):
         if isinstance(node, A.Name):
@@ -217,8 +256,7 @@ class _Checker:
         if isinstance(node, A.Lambda):
             return self.fn(node.fn, scope, top)
         if isinstance(node, (A.ModuleDef, A.Param, A.Use, A.Import, A.Train)) and in_fn:
-            word = {A.ModuleDef: "module", A.Param: "param", A.Use: "use", A.Import: "import", A.Train: "train"}
-            return self.error(f"`{word[type(node)]}` declarations are allowed only at top level", node.span)
+            return self.error(f"`{DECLARATION_WORD[type(node)]}` declarations are allowed only at top level", node.span)
         if isinstance(node, A.ModuleDef):
             return
         if isinstance(node, A.Param):
@@ -243,16 +281,21 @@ class _Checker:
     def call(self, n: A.Call, scope, top, in_fn):
         """Arity and keywords of a call to a builtin or a top-level function that no local name shadows."""
         name = n.func.id
-        if any(name in names for names in self.locals):
-            return  # a local or enclosing variable
         kwargs = {k: None for k, _ in n.kwargs}
         decl = self.sigs.get(name)
+        for names, sigs in zip(reversed(self.locals), reversed(self.local_sigs)):
+            if name in names:  # a local or enclosing variable: checked if it is a function bound only once
+                decl = sigs.get(name)
+                if decl is None:
+                    return
+                break
         if decl is not None:
             if isinstance(decl, A.ModuleDef) and in_fn:
                 self.error(f"module instances are created only in an assignment at top level or in a module "
                            f"body, as `name = {name}(...)`", n.span)
             try:
-                bind_args(name, decl.params, [None] * len(n.args), kwargs, n.span, decl.defaults)
+                shown = f"fn at line {decl.span.line}" if decl.name == "fn" else name  # as run time names it
+                bind_args(shown, decl.params, [None] * len(n.args), kwargs, n.span, decl.defaults)
             except DplError as e:
                 self.errors.append(e)
         elif name in BUILTINS and name not in self.user:

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     repl.add_argument("--seed", type=int, default=0, help="seed of uniform/normal and initializers (default 0)")
     repl.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="float dtype of the session")
     repl.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    repl.add_argument("--full", action="store_true",
+                      help="show tensors whole (by default those of more than 1000 elements are summarised)")
     check = sub.add_parser("check", help="parse and resolve names without running")
     check.add_argument("file")
     check.add_argument("--debug", action="store_true")

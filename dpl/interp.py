@@ -13,7 +13,7 @@ from . import backend as B
 from . import graph, limits, ops
 from .errors import SOURCES, DplError, Span, suggest
 from .graph import Box, Trace, raw
-from .parser import RESERVED, parse
+from .parser import DECLARATION_WORD, RESERVED, parse
 from .resources import data_dir
 from .values import List
 
@@ -535,8 +535,7 @@ class Interpreter:
 
     def _declaration_only_at_top(self, s, frame):
         if not frame.top:
-            word = {A.ModuleDef: "module", A.Param: "param", A.Use: "use", A.Import: "import", A.Train: "train"}
-            raise DplError(f"`{word[type(s)]}` declarations are allowed only at top level", s.span)
+            raise DplError(f"`{DECLARATION_WORD[type(s)]}` declarations are allowed only at top level", s.span)
 
     def _fn_def(self, s: A.FnDef, frame):
         frame.locals[s.name] = Function(s, frame.instance, None if frame.top else frame, frame.globals)

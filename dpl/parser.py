@@ -13,6 +13,9 @@ from .errors import FOREIGN, SOURCES, DplError, Span
 from .limits import MAX_NESTING, deep_stack
 from .resources import data_dir
 
+# declarations as the user writes them: messages name these words, never the grammar's rules (fn_def, ...)
+DECLARATION_WORD = {A.FnDef: "fn", A.ModuleDef: "module", A.Param: "param", A.Use: "use", A.Import: "import",
+                    A.Train: "train"}
 RESERVED = {"fn", "param", "module", "use", "import", "train", "soft", "if", "else", "for",
             "in", "while", "return", "and", "or", "not", "true", "false"}
 
@@ -169,6 +172,10 @@ class _ToAst(Transformer):
     def module_def(self, meta, ch):
         name, params, body = ch
         for stmt in body:
+            if isinstance(stmt, (A.ModuleDef, A.Use, A.Import, A.Train)):
+                raise DplError(f"`{DECLARATION_WORD[type(stmt)]}` declarations are allowed only at top level, not "
+                               f"inside `module {name.value}` (a module body holds only `param`, `fn` and "
+                               f"assignments)", stmt.span)
             if not isinstance(stmt, (A.Param, A.FnDef, A.Assign)):
                 raise DplError("a module body holds only `param`, `fn` and assignments", stmt.span)
         fn = self._fn(self._name(name), params, (), self._span(name))
@@ -200,6 +207,9 @@ class _ToAst(Transformer):
     def train_stmt(self, meta, ch):
         name, *over, body = ch
         for stmt in body:
+            if type(stmt) in DECLARATION_WORD:
+                raise DplError(f"`{DECLARATION_WORD[type(stmt)]}` declarations are not allowed inside a train block, "
+                               f"which holds only settings: `optimizer = ...`, `epochs = ...`", stmt.span)
             if not isinstance(stmt, A.Assign):
                 raise DplError("a train block holds only settings: `optimizer = ...`, `epochs = ...`", stmt.span)
         return A.Train(name.value, tuple(o for o in over if o is not None), body, self._span(name))
@@ -277,7 +287,12 @@ class _ToAst(Transformer):
         return A.Num(float(ch[0].value), self._span(ch[0]))
 
     def string(self, ch):
-        return A.Str(_unquote(ch[0].value), self._span(ch[0]))
+        try:
+            return A.Str(_unquote(ch[0].value), self._span(ch[0]))
+        except UnicodeDecodeError as e:  # `"\x"`, `"\N{nonsense}"`: say which escape, in DPL's words
+            bad = ch[0].value[1:-1].encode("latin-1", "backslashreplace")[e.start:e.end].decode("latin-1")
+            raise DplError(f"bad escape `{bad}` in a string ({e.reason}); write `\\\\` for a backslash",
+                           self._span(ch[0])) from None
 
     def true(self, ch):
         return A.Bool(True, self._span(ch[0]))

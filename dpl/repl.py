@@ -23,7 +23,7 @@ from .interp import Frame, Instance, Interpreter, _Return, describe_type, kind
 from .record import record
 from .parser import RESERVED, parse
 from .resources import data_dir
-from .values import format_value
+from .values import format_display
 
 HELP = """\
 Statements run as typed; an expression prints its value. Blocks { ... } continue until braces balance.
@@ -37,9 +37,10 @@ Statements run as typed; an expression prints its value. Blocks { ... } continue
                       -o F writes it (.dot, .json, .html, .svg ...)
   :type EXPR          shape and dtype of EXPR's value
   :time EXPR          best of 5 runs, in ms
+  :set full           show tensors whole; :set summary (the default) shows `...` past 1000 elements
   :quit               leave (also Ctrl-D)"""
 
-COMMANDS = ("help", "load", "reset", "params", "grad", "graph", "type", "time", "quit")
+COMMANDS = ("help", "load", "reset", "params", "grad", "graph", "type", "time", "set", "quit")
 
 
 def is_complete(text: str) -> bool:
@@ -67,10 +68,11 @@ def history_path() -> Path:
         return Path.home() / ".local" / "share" / "dpl" / "history"
 
 
-def annotate(v) -> str:
-    """A value as `print` writes it; tensors with an axis also get `  # dtype [shape]`."""
+def annotate(v, full: bool = False) -> str:
+    """A value as `print` writes it, large tensors summarised unless `full` (values.format_display); tensors
+    with an axis also get `  # dtype [shape]`."""
     r = raw(v)
-    text = format_value(v)
+    text = format_display(v, full)
     if kind(v) and np.ndim(r) > 0:
         text += f"  # {r.dtype} {list(np.shape(r))}"
     return text
@@ -107,11 +109,13 @@ class _Expr:
 class Session:
     """One REPL session: an interpreter whose globals and parameters persist from input to input."""
 
-    def __init__(self, seed: int = 0, dtype: str = "float64", out=None, err=None, debug: bool = False):
+    def __init__(self, seed: int = 0, dtype: str = "float64", out=None, err=None, debug: bool = False,
+                 full: bool = False):
         from . import backend
         backend.use("cpu", dtype)
         np.seterr(all="ignore")  # inf and nan are values, as in `dpl run`
         self.seed, self.debug = seed, debug
+        self.full = full  # show tensors whole (`--full`, `:set full`) instead of summarised
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.count = 0
         self.failed = False  # an input since the start ended in an error (the exit status of a piped run)
@@ -159,7 +163,7 @@ class Session:
                 graph.set_span(stmt.span)
                 value = interp.eval(stmt.expr, interp.top)
                 if value is not None:
-                    print(annotate(value), file=self.out, flush=True)
+                    print(annotate(value, self.full), file=self.out, flush=True)
             elif isinstance(interp.exec_stmt(stmt, interp.top), _Return):
                 raise DplError("`return` outside a function", stmt.span)
 
@@ -266,7 +270,7 @@ class Session:
         if box is not None and type(out) is Box and out.trace is rec.trace:
             g = backward(rec.trace, out, [box])[0]
         wrt = self.interp.params[name] if is_param else value
-        print(annotate(zeros_like(wrt) if g is None else raw(g)), file=self.out)
+        print(annotate(zeros_like(wrt) if g is None else raw(g), self.full), file=self.out)
 
     def cmd_graph(self, arg):
         m = re.fullmatch(r"(.+?)(?:\s+-o\s+(\S+))?", arg)
@@ -284,6 +288,11 @@ class Session:
             print(g.pretty(), file=self.out)
         else:
             print("(nothing recorded: the expression reads no parameter or float variable)", file=self.out)
+
+    def cmd_set(self, arg):
+        if arg not in ("full", "summary"):
+            raise DplError(f"usage: :set full | :set summary (now {'full' if self.full else 'summary'})")
+        self.full = arg == "full"
 
     # ---- helpers --------------------------------------------------------------------
 
@@ -410,8 +419,8 @@ def interact(session: Session, prompt=None) -> int:
 
 
 def main(args) -> int:
-    """`dpl repl [FILE] [--params P] [--seed N] [--dtype ...] [--debug]`."""
-    session = Session(seed=args.seed, dtype=args.dtype, debug=args.debug)
+    """`dpl repl [FILE] [--params P] [--seed N] [--dtype ...] [--full] [--debug]`."""
+    session = Session(seed=args.seed, dtype=args.dtype, debug=args.debug, full=args.full)
     if args.params:
         session.load_params(args.params)  # before FILE, whose declarations take them
     if args.file:

@@ -65,8 +65,8 @@ def _nested(a) -> str:
 
 def format_value(v) -> str:
     v = raw(v)
-    if isinstance(v, tuple):
-        return "(" + ", ".join(format_value(x) for x in v) + ")"
+    if isinstance(v, tuple):  # a 1-tuple as Python writes it, so it does not read as a bracketed value
+        return "(" + ", ".join(format_value(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     if isinstance(v, List):
         return "[" + ", ".join(format_value(x) for x in v) + "]"
     if isinstance(v, str):
@@ -80,3 +80,62 @@ def format_value(v) -> str:
     if hasattr(v, "describe"):
         return v.describe()
     return str(v)
+
+
+# ---- the REPL's display: as `print` writes values, large tensors summarised as NumPy does ------------------
+
+SUMMARY_THRESHOLD, EDGE_ITEMS, LINE_WIDTH = 1000, 3, 75  # NumPy's threshold, edgeitems and linewidth
+
+
+def format_display(v, full: bool = False) -> str:
+    """A value as the REPL shows it: as `print` writes it, except that a tensor of more than 1000 elements is
+    summarised with `...` (unless `full`) and one that does not fit on a line puts each row on its own line,
+    elements aligned, as NumPy prints arrays. `print` itself keeps the contract's one-line full form."""
+    v = raw(v)
+    if isinstance(v, tuple):
+        return "(" + ", ".join(format_display(x, full) for x in v) + ("," if len(v) == 1 else "") + ")"
+    if isinstance(v, List):
+        return "[" + ", ".join(format_display(x, full) for x in v) + "]"
+    if not (hasattr(v, "dtype") and hasattr(v, "shape")) or np.ndim(v) == 0:
+        return format_value(v)
+    a = np.asarray(B.to_host(v))
+    summarise = not full and a.size > SUMMARY_THRESHOLD
+    if not summarise:
+        text = _nested(a)
+        if len(text) <= LINE_WIDTH:
+            return text
+    return _rows(a, summarise)
+
+
+def _shown(n: int, summarise: bool) -> list:
+    """The indices shown along an axis of n; None stands for the `...` in between."""
+    if summarise and n > 2 * EDGE_ITEMS:
+        return list(range(EDGE_ITEMS)) + [None] + list(range(n - EDGE_ITEMS, n))
+    return list(range(n))
+
+
+def _rows(a, summarise: bool) -> str:
+    """NumPy's layout: rows on their own lines (a blank line more per axis beyond 2), long rows wrapped."""
+    def leaves(x):
+        if x.ndim == 1:
+            return [_scalar(x[i]) for i in _shown(len(x), summarise) if i is not None]
+        return [s for i in _shown(len(x), summarise) if i is not None for s in leaves(x[i])]
+    width = max((len(s) for s in leaves(a)), default=0)
+
+    def block(x, indent):
+        idx = _shown(len(x), summarise)
+        if x.ndim > 1:
+            sep = ",\n" + "\n" * (x.ndim - 2) + indent + " "
+            return "[" + sep.join("..." if i is None else block(x[i], indent + " ") for i in idx) + "]"
+        items = ["..." if i is None else _scalar(x[i]).rjust(width) for i in idx]
+        lines, line = [], ""
+        for k, item in enumerate(items):
+            piece = item + ("," if k + 1 < len(items) else "")
+            if line and len(indent) + 1 + len(line) + 1 + len(piece) > LINE_WIDTH:
+                lines.append(line)
+                line = piece
+            else:
+                line = f"{line} {piece}" if line else piece
+        lines.append(line)
+        return "[" + ("\n" + indent + " ").join(lines) + "]"
+    return block(a, "")

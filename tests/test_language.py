@@ -215,7 +215,7 @@ def test_tuple_literals_and_indexing():
         print(t, t[0], t[-1], len(t), (3,))
         a, b = (4, 5)
         print(a + b)
-    """) == "(1, 2.5, [1, 2]) 1 [1, 2] 3 (3)\n9\n"
+    """) == "(1, 2.5, [1, 2]) 1 [1, 2] 3 (3,)\n9\n"
 
 
 def test_augmented_assignment_floor_division_and_ellipsis():
@@ -435,7 +435,7 @@ def test_errors_of_run_and_check(src, message, tmp_path):
     assert first_line(e) == message
     assert "fndef" not in e.format().lower()
     got = check(src, tmp_path)
-    if "`fn at line" in message or "out of range" in message or "indexed by" in message or "adds to" in message \
+    if "out of range" in message or "indexed by" in message or "adds to" in message \
             or "item of the list" in message or "needs numbers" in message or "bad index" in message:
         assert got == []  # found only by running: no false alarm
     else:
@@ -804,3 +804,34 @@ def test_check_has_no_false_alarm_for_locals_named_like_top_level_functions(tmp_
            "module M(nn) {\n    fn call(x) = nn.W\n}\nprint(g(fn(a, b) = a), h())\n")
     assert check(src, tmp_path) == []
     assert run(src) == "1 1\n"
+
+
+def test_a_one_tuple_prints_as_python_writes_it():
+    assert run("print((3,), ((1, 2.5),), (1, 2))\nt = (true,)\nprint(t, t[0])") == \
+        "(3,) ((1, 2.5),) (1, 2)\n(true,) true\n"
+
+
+def test_check_counts_the_arguments_of_nested_and_anonymous_functions(tmp_path):
+    src = """\
+        fn outer(x) {
+            fn inner(y, k = 2) = y * k
+            g = fn(a) = a + x
+            h = fn(a) = a
+            h = fn(a, b) = a
+            for i in range(2) { fn r(n) = n }
+            fn rec(n) = rec(n, 1)
+            return inner(1, 2, 3) + g(1, 2) + g(b = 1) + h(1, 2, 3) + inner(y = 1) + g(1) + r(1, 2)
+        }
+        q = fn(a) = a
+        fn k(f) = f(1, 2)
+        print(q(1, 2), k(fn(a, b) = a))
+    """
+    assert check(src, tmp_path) == [
+        "prog.dpl:7:17: `rec` takes 1 argument (n), got 2",
+        "prog.dpl:8:12: `inner` takes 1 to 2 arguments (y, k = ...), got 3",
+        "prog.dpl:8:29: `fn at line 3` takes 1 argument (a), got 2",
+        "prog.dpl:8:39: `fn at line 3` has no parameter `b`",
+        "prog.dpl:8:85: `r` takes 1 argument (n), got 2",
+        "prog.dpl:12:7: `fn at line 10` takes 1 argument (a), got 2",
+    ]
+    assert first_line(error_of(src)) == "prog.dpl:12:7: `fn at line 10` takes 1 argument (a), got 2"  # as run

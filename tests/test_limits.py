@@ -387,7 +387,7 @@ def load_error(call: str) -> str:
                                         "needs the same number of columns"),
     ("text.csv", "1,2\n3,abc\n", "`load`: data/text.csv line 2, column 2: `abc` is not a number"),
     ("header.csv", "x,y\n1,2\n", "`load`: data/header.csv line 1, column 1: `x` is not a number (a header line? "
-                                 "remove it)"),
+                                 "load(..., header = true) reads the rows below it)"),
     ("hole.csv", "1,2\n3,\n", "`load`: data/hole.csv line 2, column 2: an empty cell is not a number"),
     ("semicolons.csv", "1;2\n", "`load`: data/semicolons.csv line 1, column 1: `1;2` is not a number"),
     ("latin1.csv", b"1,2\n3,\xe94\n", "`load`: data/latin1.csv line 2 is not UTF-8 text"),
@@ -473,7 +473,7 @@ EXPECTED_BUILTINS = {
     "float", "int", "reshape", "transpose", "concat", "stack", "shape", "len", "zeros", "ones", "eye", "range",
     "arange", "linspace", "one_hot",
     # losses, random numbers, data (read-only), output to stdout
-    "mse", "cross_entropy", "uniform", "normal", "load", "print",
+    "mse", "cross_entropy", "uniform", "normal", "load", "load_header", "print",
     # differentiation, soft control flow, optimizers
     "grad", "value_and_grad", "blend", "sgd", "adam", "rmsprop",
     # attention, memory, ODEs, sparse graphs
@@ -527,7 +527,7 @@ def test_no_builtin_writes_files_or_runs_commands(name):
     assert isinstance(b, Builtin)
     used = _names_used(b.fn)
     assert not used & FORBIDDEN, f"`{name}` uses {sorted(used & FORBIDDEN)}"
-    if name != "load":  # the one builtin that opens files: it reads .csv/.npy/.npz, pickles refused
+    if name not in ("load", "load_header"):  # the builtins that open files: they read .csv/.npy/.npz, no pickles
         assert "open" not in used, f"`{name}` opens files"
 
 
@@ -570,3 +570,62 @@ def test_use_takes_only_stdlib_modules():
 def test_dpl_programs_have_no_python_escape_hatches():
     for name in ["open", "exec", "eval", "system", "__import__", "os", "subprocess", "save", "write_file"]:
         assert first(f"x = {name}\n").startswith(f"prog.dpl:1:5: unknown name `{name}`")
+
+
+# ---- CSV files with a header line ------------------------------------------------------------------------
+
+def test_load_csv_with_a_header_and_its_column_names():
+    _write("data/h.csv", '\ufeff# measured\nx, "speed (m/s)",t\n\n1,2,3\n# a comment\n4,5,6\n')
+    _write("data/one.csv", "y\n1\n2\n")
+    assert run("""
+        d = load("data/h.csv", header = true)
+        names = load_header("data/h.csv")
+        print(d, shape(d))
+        print(names, len(names), names[1])
+        print(load("data/h.csv", columns = "t"), load("data/h.csv", columns = ["t", "x"]))
+        print(load("data/one.csv", header = true), load("data/one.csv", columns = ["y"]))
+        for n in names { print(n) }
+    """) == ("[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]] [2, 3]\n[x, speed (m/s), t] 3 speed (m/s)\n"
+             "[3.0, 6.0] [[3.0, 1.0], [6.0, 4.0]]\n[1.0, 2.0] [[1.0], [2.0]]\nx\nspeed (m/s)\nt\n")
+
+
+@pytest.mark.parametrize("name, content, call, message", [
+    ("w.csv", "a,b\n1,2,3\n", 'load("data/w.csv", header = true)',
+     "`load`: data/w.csv has 3 columns of numbers, but its header (line 1) names 2: `a`, `b`"),
+    ("only.csv", "a,b\n", 'load("data/only.csv", header = true)',
+     "`load`: data/only.csv holds no numbers below its header (line 1)"),
+    ("none.csv", "# nothing\n\n", 'load("data/none.csv", header = true)',
+     "`load`: data/none.csv has no header line (it holds nothing but blank lines and comments)"),
+    ("text.csv", "a,b\n1,2\n3,x\n", 'load("data/text.csv", header = true)',
+     "`load`: data/text.csv line 3, column 2: `x` is not a number"),
+    ("two.csv", "a,b\nc,d\n1,2\n", 'load("data/two.csv", header = true)',
+     "`load`: data/two.csv line 2, column 1: `c` is not a number"),
+    ("n.csv", "age,height\n1,2\n", 'load("data/n.csv", columns = "agee")',
+     "`load`: data/n.csv has no column `agee` (did you mean `age`?); its header names `age`, `height`"),
+    ("d.csv", "a,a\n1,2\n", 'load("data/d.csv", columns = "a")',
+     "`load`: data/d.csv has 2 columns named `a`; pick one by its position instead, as "
+     "load(..., header = true)[:, k]"),
+    ("n.csv", "age,height\n1,2\n", 'load("data/n.csv", columns = [0, 1])',
+     "`load`: `columns` takes a column name or a list of names, got an integer tensor of shape [2]"),
+    ("n.csv", "age,height\n1,2\n", 'load("data/n.csv", columns = ["age", 1])',
+     "`load`: `columns` takes a column name or a list of names, got an integer scalar"),
+    ("n.csv", "age,height\n1,2\n", 'load("data/n.csv", header = 1)', "`header` must be true or false, got an "
+                                                                      "integer scalar"),
+    ("a.npy", b"", 'load("data/a.npy", header = true)',
+     "`load`: only .csv files have a header line; load(\"data/a.npy\") takes no `header`"),
+    ("n.csv", "age,height\n1,2\n", 'load_header("data/n.npy")', "`load_header`: no such file: data/n.npy"),
+    ("n.txt", "age\n", 'load_header("data/n.txt")', "`load_header` reads the header line of a .csv file, not `.txt`"),
+    ("latin1.csv", b"\xe9,b\n1,2\n", 'load_header("data/latin1.csv")',
+     "`load_header`: data/latin1.csv line 1 is not UTF-8 text"),
+])
+def test_load_csv_header_problems(name, content, call, message):
+    _write(f"data/{name}", content)
+    assert load_error(call) == f"prog.dpl:2:5: {message}"
+
+
+def test_load_csv_with_a_header_keeps_max_elements():
+    _write("data/h.csv", "x,y\n1,2\n3,4\n")
+    limits.configure(max_elements=3)
+    assert load_error('load("data/h.csv", header = true)') == (
+        "prog.dpl:2:5: `load` of data/h.csv: a tensor of shape [2, 2] would have 4 elements, more than the limit of "
+        "3; raise --max-elements if that is intended")

@@ -884,3 +884,60 @@ def test_spans_of_new_constructs():
 
 def test_as_and_max_stay_names_outside_their_clauses():
     assert body("as = 1\nmax = 2") == (A.Assign("as", C(1)), A.Assign("max", C(2)))
+
+
+# ---- declarations where they are not allowed, strings the parser cannot read: DPL's words only -------------
+
+_RULE_WORDS = ("fndef", "moduledef", "fn_def", "module_def", "param_decl", "train_stmt", "use_stmt", "import_stmt",
+               "expr_stmt", "return_stmt", "lambda_", "rule", "tree(", "token(", "visiterror", "internal error")
+
+
+@pytest.mark.parametrize("src, message, where", [
+    ("module M {\n  module N {}\n}", "`module` declarations are allowed only at top level, not inside `module M` "
+                                     "(a module body holds only `param`, `fn` and assignments)", (2, 10)),
+    ("module M {\n  train loss { epochs = 1 }\n}", "`train` declarations are allowed only at top level, not inside "
+                                                  "`module M` (a module body holds only `param`, `fn` and "
+                                                  "assignments)", (2, 9)),
+    ("module M(a) {\n  use nn\n}", "`use` declarations are allowed only at top level, not inside `module M` "
+                                   "(a module body holds only `param`, `fn` and assignments)", (2, 7)),
+    ("train loss {\n  fn f(x) = x\n}", "`fn` declarations are not allowed inside a train block, which holds only "
+                                      "settings: `optimizer = ...`, `epochs = ...`", (2, 6)),
+    ("train loss {\n  param W: [2] ~ zeros\n}", "`param` declarations are not allowed inside a train block, which "
+                                               "holds only settings: `optimizer = ...`, `epochs = ...`", (2, 9)),
+    ('x = "a\\x"', "bad escape `\\x` in a string (truncated \\xXX escape); write `\\\\` for a backslash", (1, 5)),
+    ('x = "\\N{no such}"', "bad escape `\\N{no such}` in a string (unknown Unicode character name); write `\\\\` "
+                          "for a backslash", (1, 5)),
+    ('print("\\u12")', "bad escape `\\u12` in a string (truncated \\uXXXX escape); write `\\\\` for a backslash",
+     (1, 7)),
+])
+def test_misplaced_declarations_and_bad_escapes_are_named_in_dpl_words(src, message, where):
+    e = syntax_error(src)
+    assert e.message == message
+    assert pos(e.span) == where
+    assert not any(w in e.format().lower() for w in _RULE_WORDS)
+
+
+@pytest.mark.parametrize("src, message", [
+    ("fn f(x) {\n  module M {}\n  return x\n}\nprint(f(1))", "prog.dpl:2:10: `module` declarations are allowed "
+                                                              "only at top level"),
+    ("fn f(x) {\n  train f { epochs = 1 }\n  return x\n}\nprint(f(1))", "prog.dpl:2:9: `train` declarations are "
+                                                                         "allowed only at top level"),
+    ("fn f(x) {\n  param W: [2] ~ zeros\n  return x\n}\nprint(f(1))", "prog.dpl:2:9: `param` declarations are "
+                                                                       "allowed only at top level"),
+    ("fn f(x) {\n  if x > 0 { use nn }\n  return x\n}\nprint(f(1))", "prog.dpl:2:18: `use` declarations are "
+                                                                      "allowed only at top level"),
+    ('g = fn(x) = f(x)\nfn f(x) {\n  import "a.dpl"\n  return x\n}\nprint(g(1))',
+     "prog.dpl:3:10: `import` declarations are allowed only at top level"),
+    ("module M {\n  fn call(x) {\n    param W: [2] ~ zeros\n    return x\n  }\n}\nm = M()\nprint(m(1))",
+     "prog.dpl:3:11: `param` declarations are allowed only at top level"),
+])
+def test_declarations_inside_functions_are_named_by_run_and_check(src, message, tmp_path):
+    with pytest.raises(DplError) as ei:
+        dpl.loads(src, file="prog.dpl")
+    assert ei.value.format().splitlines()[0] == message
+    assert not any(w in ei.value.format().lower() for w in _RULE_WORDS)
+    p = tmp_path / "prog.dpl"
+    p.write_text(src)
+    from dpl.check import check_file
+    got = [e.format().splitlines()[0].replace(str(tmp_path) + "/", "") for e in check_file(p)]
+    assert message in got

@@ -425,6 +425,23 @@ def test_resume_refuses_a_changed_data_file(capsys, monkeypatch):
     assert code == 0, err
 
 
+def test_resume_refuses_a_changed_csv_read_with_its_header(capsys, monkeypatch):
+    Path("data.csv").write_text("a,b,y\n1, 0, 1\n0, 1, 2\n1, 1, 3\n")
+    Path("prog.dpl").write_text(PROG.replace("X = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]\nY = [1.0, 2.0, 3.0]",
+                                             'X = load("data.csv", columns = ["a", "b"])\n'
+                                             'Y = load("data.csv", columns = "y")\nprint(load_header("data.csv"))'))
+    with monkeypatch.context() as m:
+        interrupt_at(m, 2)
+        assert train(capsys, "--out", "p.npz")[0] == 130
+    Path("data.csv").write_text("a,b,z\n1, 0, 1\n0, 1, 2\n1, 1, 3\n")  # only the header changed
+    code, _, err = train(capsys, "--out", "p.npz", "--resume")
+    assert (code, err) == (1, f"dpl: error: cannot resume from p.ckpt.npz: {Path('data.csv').resolve()} has "
+                              f"changed since (run without --resume to start again)\n")
+    Path("data.csv").write_text("a,b,y\n1, 0, 1\n0, 1, 2\n1, 1, 3\n")
+    code, out, err = train(capsys, "--out", "p.npz", "--resume")
+    assert (code, out) == (0, "[a, b, y]\ndone\n"), err
+
+
 # ---- daily use -----------------------------------------------------------------------------------------------
 
 def test_version(capsys):

@@ -309,3 +309,52 @@ def test_lexer_is_found_by_pygments_once_installed():
         pytest.skip("dpl is not installed with its entry points (pip install -e .)")
     assert get_lexer_by_name("dpl").name == "DPL"
     assert get_lexer_for_filename("model.dpl").name == "DPL"
+
+
+# ---- summarised display ------------------------------------------------------------------------
+
+def test_large_tensors_are_summarised_as_numpy_does_and_print_stays_full(repl):
+    text = repl("arange(2000)")
+    assert text == "[   0,    1,    2, ..., 1997, 1998, 1999]  # int64 [2000]\n"
+    assert repl("reshape(arange(2000) * 1.0, [40, 50])") == (
+        "[[   0.0,    1.0,    2.0, ...,   47.0,   48.0,   49.0],\n"
+        " [  50.0,   51.0,   52.0, ...,   97.0,   98.0,   99.0],\n"
+        " [ 100.0,  101.0,  102.0, ...,  147.0,  148.0,  149.0],\n"
+        " ...,\n"
+        " [1850.0, 1851.0, 1852.0, ..., 1897.0, 1898.0, 1899.0],\n"
+        " [1900.0, 1901.0, 1902.0, ..., 1947.0, 1948.0, 1949.0],\n"
+        " [1950.0, 1951.0, 1952.0, ..., 1997.0, 1998.0, 1999.0]]  # float64 [40, 50]\n")
+    three = repl("reshape(arange(2000), [20, 10, 10])").splitlines()
+    assert three[:2] == ["[[[   0,    1,    2, ...,    7,    8,    9],", "  [  10,   11,   12, ...,   17,   18,   19],"]
+    assert three[7:9] == ["", " [[ 100,  101,  102, ...,  107,  108,  109],"]  # a blank line between blocks
+    assert " ...,\n\n [[1700," in "\n".join(three)
+    printed = repl("print(arange(2000))")  # print keeps the contract's one-line full form
+    assert printed == "[" + ", ".join(map(str, range(2000))) + "]\n"
+    assert repl("(arange(1001),)").startswith("([   0,    1,    2, ...,  998,  999, 1000],)")
+
+
+def test_small_tensors_stay_on_one_line_and_wide_ones_put_rows_on_lines(repl):
+    assert repl("[[1.0, 2.0], [3.0, 4.0]]") == "[[1.0, 2.0], [3.0, 4.0]]  # float64 [2, 2]\n"
+    assert repl("reshape(arange(12) / 3, [2, 6])") == (
+        "[[               0.0, 0.3333333333333333, 0.6666666666666666,\n"
+        "                 1.0, 1.3333333333333333, 1.6666666666666667],\n"
+        " [               2.0, 2.3333333333333335, 2.6666666666666665,\n"
+        "                 3.0, 3.3333333333333335, 3.6666666666666665]]  # float64 [2, 6]\n")
+    assert len(repl("arange(1000)").splitlines()) > 1  # not summarised (1000 is NumPy's threshold), wrapped
+    assert "..." not in repl("arange(1000)")
+
+
+def test_set_full_and_summary_and_the_full_flag(repl):
+    assert "..." in repl("arange(2000)")
+    assert repl(":set full") == ""
+    full = repl("arange(2000)")
+    assert "..." not in full and "1234," in full
+    repl("x = arange(1500) * 1.0")
+    assert "..." not in repl(":grad sum(x ^ 2) wrt x")  # :grad shows its gradient the same way
+    repl(":set summary")
+    assert "..." in repl("arange(2000)")
+    repl(":set")
+    assert "usage: :set full | :set summary (now summary)" in repl.err.getvalue()
+    r = cli_repl("arange(2000)\n", "--full")
+    assert r.returncode == 0 and "..." not in r.stdout and "1999]" in r.stdout
+    assert "..." in cli_repl("arange(2000)\n").stdout
