@@ -14,7 +14,7 @@ from . import backend as B
 from . import autodiff, graph, ops, record
 from .errors import DplError
 from .graph import Box, raw
-from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, to_float
+from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, real_loss_hint, to_float
 from .limits import check_broadcast, check_elements
 from .values import List
 
@@ -22,7 +22,11 @@ BUILTINS: dict[str, object] = {}
 
 
 class Builtin:
-    """A builtin function: arity checked against its Python signature, errors placed at the call."""
+    """A builtin function: arity checked against its Python signature, errors placed at the call. One that is
+    not `complex_ok` (dpl/complexes.py lists those that are) refuses complex arguments rather than drop
+    their imaginary part or fail inside NumPy."""
+
+    complex_ok = False
 
     def __init__(self, name, fn, context=False, takes_list=False):
         self.name, self.fn, self.context, self.takes_list = name, fn, context, takes_list
@@ -44,6 +48,12 @@ class Builtin:
         return f"{self.name}({', '.join(parts)})"
 
     def __call__(self, interp, args, kwargs, span):
+        if not self.complex_ok:
+            for a in (*args, *kwargs.values()):
+                dt = getattr(raw(a), "dtype", None)
+                if dt is not None and dt.kind == "c":
+                    raise DplError(f"`{self.name}` is not defined for complex numbers, got {describe_type(a)}; "
+                                   f"take real(z), imag(z), abs(z) or angle(z) first", span)
         try:
             return self.fn(interp, span, *args, **kwargs) if self.context else self.fn(*args, **kwargs)
         except DplError as e:
@@ -144,11 +154,6 @@ def _unary(op):
 
 for _op in (ops.exp, ops.log, ops.sin, ops.cos, ops.tan, ops.tanh, ops.sigmoid, ops.relu, ops.softplus, ops.sqrt):
     builtin(_op.name)(_unary(_op))
-
-
-@builtin("abs")
-def abs_(x):
-    return ops.abs_(tensor(x))
 
 
 def _promote(a, b):
@@ -277,7 +282,7 @@ def _joinable(xs, what):
         raise DplError(f"`{what}` needs at least one tensor")
     xs = [tensor(x, f"an item of the list given to `{what}`") for x in xs]
     kinds = {kind(x) for x in xs}
-    return [to_float(x) for x in xs] if "f" in kinds else xs
+    return [to_float(x) for x in xs] if kinds & {"f", "c"} else xs
 
 
 @builtin(takes_list=True)
@@ -597,8 +602,9 @@ class GradFn:
 
         def check(out):
             if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
-                raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}; "
-                               f"for a tensor result, jacobian(f) gives every derivative", span)
+                hint = real_loss_hint(out) or "; for a tensor result, jacobian(f) gives every derivative"
+                raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}{hint}",
+                               span)
         value, (g,), _ = record.gradients(interp, self.f, list(args), span, wrt_args=(k,), check=check, kwargs=kwargs)
         g = autodiff.zeros_like(x) if g is None else g
         return (value, g) if self.with_value else g
@@ -657,7 +663,8 @@ def _traced_call(interp, f, args, kwargs, k, span, what):
     rec = record.record(interp, f, args, kwargs, span, box=[k], params=False)
     trace, bx, out = rec.trace, rec.args[k], rec.out
     if not is_tensor(out) or kind(out) != "f":
-        raise DplError(f"`{what}` needs a function returning a float tensor, got {describe_type(out)}", span)
+        raise DplError(f"`{what}` needs a function returning a float tensor, got {describe_type(out)}"
+                       f"{real_loss_hint(out)}", span)
     return trace, bx, out
 
 
@@ -937,3 +944,4 @@ CONSTANTS = {"pi": math.pi, "e": math.e}  # made tensors of the run's float dtyp
 
 from . import primitives  # noqa: E402,F401  (registers attention, memory, odeint and sparse builtins)
 from . import linalg, numerics  # noqa: E402,F401  (the NumPy/SciPy functions of issue 11; linalg's norm replaces §9's)
+from . import complexes  # noqa: E402,F401  (complex numbers and the FFTs; after the others: it marks which take complex)

@@ -118,7 +118,7 @@ NUMERIC_ERRORS = (ValueError, TypeError, IndexError, ZeroDivisionError, Floating
 
 
 def kind(v) -> str:
-    """'f', 'i', 'b' (or 'u'/'c') for tensors; '' for anything else."""
+    """'f', 'c', 'i', 'b' (or 'u') for tensors; '' for anything else."""
     r = raw(v)
     dt = getattr(r, "dtype", None)
     if dt is None and isinstance(r, (bool, int, float)):  # Python defaults of builtins
@@ -131,8 +131,13 @@ def is_tensor(v) -> bool:
 
 
 def to_float(v):
-    """Integers and booleans to the run's float dtype; floats unchanged."""
-    return v if kind(v) == "f" else ops.astype(v, dtype=B.float_dtype)
+    """Integers and booleans to the run's float dtype; floats and complex numbers unchanged."""
+    return v if kind(v) in ("f", "c") else ops.astype(v, dtype=B.float_dtype)
+
+
+def real_loss_hint(out) -> str:
+    """What to say where a 0-d float was wanted and a complex value came: a loss must be real."""
+    return "; a complex value has no gradient to descend: take real(...) or abs(...) of it" if kind(out) == "c" else ""
 
 
 def shape_str(v) -> str:
@@ -142,7 +147,8 @@ def shape_str(v) -> str:
 def describe_type(v) -> str:
     if is_tensor(v):
         r = raw(v)
-        what = {"f": "float", "i": "integer", "u": "integer", "b": "boolean"}.get(r.dtype.kind, str(r.dtype))
+        what = {"f": "float", "c": "complex", "i": "integer", "u": "integer", "b": "boolean"}.get(r.dtype.kind,
+                                                                                                 str(r.dtype))
         article = "an" if what[0] in "aeiou" else "a"
         return f"{article} {what} scalar" if r.ndim == 0 else f"{article} {what} tensor of shape {list(r.shape)}"
     if isinstance(v, tuple):
@@ -348,6 +354,10 @@ class Interpreter:
             if not is_tensor(value):
                 raise DplError(f"parameter `{full_name}` needs a tensor value, got {describe_type(value)}",
                                stmt.init.span)
+            if kind(value) == "c":
+                raise DplError(f"parameter `{full_name}` must be real, got {describe_type(value)}; parameters "
+                               f"stay real: declare the real and imaginary parts as two parameters and build "
+                               f"the complex value from them (a + 1j * b)", stmt.init.span)
             if np.shape(value) != shp:
                 try:
                     value = B.xp.broadcast_to(value, shp)
@@ -683,7 +693,8 @@ class Interpreter:
         hit = self._const.get(id(n))
         if hit is not None and hit[0] is n:  # ids are reused once a parsed file is freed: check identity
             return hit[1]
-        v = np.int64(n.value) if isinstance(n.value, int) else B.float_dtype.type(n.value)
+        v = np.int64(n.value) if isinstance(n.value, int) else \
+            B.complex_dtype.type(n.value) if isinstance(n.value, complex) else B.float_dtype.type(n.value)
         self._const[id(n)] = (n, v)
         return v
 
@@ -740,15 +751,19 @@ class Interpreter:
                 limits.check_broadcast((ra.shape, rb.shape), f"`{op}`")
             except DplError as e:
                 raise e.at(n.span)
+        ka, kb = kind(a), kind(b)
+        if "c" in (ka, kb) and op in ("<", "<=", ">", ">=", "//", "%"):
+            side = n.left if ka == "c" else n.right
+            raise DplError(f"`{op}` is not defined for complex numbers, got {describe_type(a if ka == 'c' else b)}; "
+                           f"compare or divide real(z), imag(z) or abs(z)", side.span)
         if op in _COMPARE:
             return self.apply(_COMPARE[op], (a, b), n, op)
-        ka, kb = kind(a), kind(b)
         if ka == "b" or kb == "b":
             a, b = (ops.astype(a, dtype=np.int64) if ka == "b" else a), (ops.astype(b, dtype=np.int64) if kb == "b" else b)
             ka, kb = kind(a), kind(b)
-        if op == "/" or (ka == "f") != (kb == "f"):
+        if op == "/" or (ka in "fc") != (kb in "fc"):  # `in "fc"`: a complex number counts as a float here
             a, b = to_float(a), to_float(b)
-        elif op == "^" and ka != "f" and (raw(b) < 0).any():
+        elif op == "^" and ka not in "fc" and (raw(b) < 0).any():
             raise DplError("an integer raised to a negative integer power; write the base as a float (2.0 ^ -1)",
                            n.right.span)
         if op == "@":
@@ -1025,7 +1040,9 @@ def make_tensor(items, n):
     except DplError as e:
         raise e.at(n.span)
     kinds = {kind(x) for x in items}
-    if "f" in kinds:
+    if "c" in kinds:  # real and complex entries mixed: a complex tensor
+        items = [x if kind(x) == "c" else ops.astype(x, dtype=B.complex_dtype) for x in items]
+    elif "f" in kinds:
         items = [to_float(x) for x in items]
     elif kinds != {"b"}:
         items = [ops.astype(x, dtype=np.int64) if kind(x) == "b" else x for x in items]
