@@ -306,7 +306,7 @@ def shape(x):
 
 @builtin("len")
 def len_(x):
-    if isinstance(x, (tuple, List)):
+    if isinstance(x, (tuple, List, str)):
         return np.int64(len(x))
     r = raw(tensor(x))
     if np.ndim(r) == 0:

@@ -442,10 +442,10 @@ class Interpreter:
 
     def _for(self, s: A.For, frame):
         it = self.eval(s.iter, frame)
-        if isinstance(it, (List, tuple)):
+        if isinstance(it, (List, tuple, str)):  # a string: its characters (a Pauli string "XZ", say)
             items = iter(it)
         elif not is_tensor(it) or np.ndim(raw(it)) == 0:
-            raise DplError(f"`for` iterates over range(...), a list, a tuple or the first axis of a tensor, "
+            raise DplError(f"`for` iterates over range(...), a list, a tuple, a string or the first axis of a tensor, "
                            f"got {describe_type(it)}", s.iter.span)
         else:
             r = raw(it)
@@ -742,6 +742,8 @@ class Interpreter:
                     return sparse_matmul(a, b)
                 except DplError as e:
                     raise e.at(n.span)
+        if op in ("==", "!=") and isinstance(a, str) and isinstance(b, str):  # strings are never traced
+            return np.bool_((a == b) == (op == "=="))
         for v, side in ((a, n.left), (b, n.right)):
             if not is_tensor(v):
                 raise DplError(f"`{op}` needs numbers or tensors, got {describe_type(v)}", side.span)
