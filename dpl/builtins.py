@@ -90,6 +90,14 @@ def floats(x, what="argument"):
     return to_float(x)
 
 
+def real_floats(x, what="argument"):
+    """floats(x), refusing a complex x (a probability, a weight): nothing drops an imaginary part silently."""
+    x = floats(x, what)
+    if kind(x) == "c":
+        raise DplError(f"{what} must be real, got {describe_type(x)}; take real(...) or abs(...) of it")
+    return x
+
+
 def integer(x, what) -> int:
     if type(x) is int:
         return x
@@ -830,7 +838,7 @@ class GradTuple:
 def blend(p, a, b, span=None):
     """p·a + (1 − p)·b, p broadcasting; integers become floats."""
     try:
-        p = floats(p, "the `soft if` probability" if span else "p")
+        p = real_floats(p, "the `soft if` probability" if span else "p")
         a, b = (floats(v, "a value blended by `soft if`" if span else "argument") for v in (a, b))
         check_broadcast([np.shape(raw(v)) for v in (p, a, b)], "`soft if`" if span else "`blend`")
         return ops.add(ops.mul(p, a), ops.mul(ops.sub(1.0, p), b))
@@ -852,7 +860,7 @@ def soft_while_weights(cs, span):
     weights, run = [], 1.0
     try:
         for c in cs:
-            c = floats(c, "the `soft while` probability")
+            c = real_floats(c, "the `soft while` probability")
             weights.append(ops.mul(run, ops.sub(1.0, c)))
             run = ops.mul(run, c)
     except DplError as e:

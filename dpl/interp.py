@@ -348,6 +348,10 @@ class Interpreter:
             raise e.at(stmt.shape.span)
         if isinstance(stmt.init, A.Init):
             args = [raw(self.eval(a, frame)) for a in stmt.init.args]
+            for a, node in zip(args, stmt.init.args):
+                if kind(a) == "c":
+                    raise DplError(f"parameter `{full_name}` must be real, but initializer `{stmt.init.name}` got "
+                                   f"{describe_type(a)}", node.span)
             value = initialize(stmt.init.name, args, shp, self.rng, stmt.init.span)
         else:
             value = raw(self.eval(stmt.init, frame))

@@ -104,6 +104,15 @@ def test_values_match_numpy(expr, ref):
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
 
 
+def test_strings_iterate_compare_and_have_a_length():
+    assert run('for c in "XZ" { print(c, c == "Z", c != "Z") }\nprint(len("XYZ"), "ab" == "ab")') == \
+        "X false true\nZ true false\n3 true\n"
+
+
+def test_soft_if_blends_complex_values_with_a_real_probability():
+    assert run("soft if 0.25 { y = 4j } else { y = 2.0 }\nprint(y)") == "(1.5+1j)\n"
+
+
 def test_sort_with_axis_none_sorts_the_flattened_tensor():
     prog = dpl.loads('fn f(x) = sort(x, axis = "none")\nfn g(x) = argsort(x, axis = "none")\n'
                      'fn h(x) = sum(sort(x, axis = "none") * [1.0, 2.0, 3.0, 4.0])\n')
@@ -203,6 +212,11 @@ def test_vmap_batches_complex_ops():
     ("param W: [2] = [1j, 2]", 16, "parameter `W` must be real, got a complex tensor of shape [2]; parameters stay "
                                    "real: declare the real and imaginary parts as two parameters and build the "
                                    "complex value from them (a + 1j * b)"),
+    ("param W: [2] ~ uniform(1j, 2.0)", 24, "parameter `W` must be real, but initializer `uniform` got a complex "
+                                            "scalar"),
+    ("z = 1j\nsoft if z { y = 1.0 } else { y = 2.0 }", 1, "the `soft if` probability must be real, got a complex "
+                                                          "scalar; take real(...) or abs(...) of it"),
+    ('print("a" < "b")', 7, "`<` needs numbers or tensors, got a string"),
     ("fn f(x) = sum(x * 1j)\nprint(grad(f)(1.0))", 7, "grad needs a function returning a 0-d float value, got a "
                                                       "complex scalar; a complex value has no gradient to descend: "
                                                       "take real(...) or abs(...) of it"),
