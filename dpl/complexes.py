@@ -8,6 +8,8 @@ value JAX's `grad` gives (docs/LANGUAGE.md, complex numbers).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import backend as B
@@ -101,31 +103,45 @@ def _fft_args(x, n, axis, what, default_n=None):
     return x, n, ax
 
 
+_NORMS = ("backward", "ortho", "forward")
+
+
+def _normed(y, n, norm, inverse, what):
+    """numpy.fft's `norm`: the primitives compute "backward" (1/n on the inverse); the others rescale it."""
+    if not (isinstance(norm, str) and norm in _NORMS):
+        got = f'"{norm}"' if isinstance(norm, str) else describe_type(norm)
+        raise DplError(f'`{what}`: norm must be "backward", "ortho" or "forward", got {got}')
+    if norm == "backward":
+        return y
+    scale = math.sqrt(n) if norm == "ortho" else float(n)
+    return mul(y, scale if inverse else 1.0 / scale)
+
+
 @builtin("fft")
-def fft_(x, n=None, axis=-1):
+def fft_(x, n=None, axis=-1, norm="backward"):
     x, n, ax = _fft_args(x, n, axis, "fft")
-    return fft(x, n=n, axis=ax)
+    return _normed(fft(x, n=n, axis=ax), n, norm, False, "fft")
 
 
 @builtin("ifft")
-def ifft_(x, n=None, axis=-1):
+def ifft_(x, n=None, axis=-1, norm="backward"):
     x, n, ax = _fft_args(x, n, axis, "ifft")
-    return ifft(x, n=n, axis=ax)
+    return _normed(ifft(x, n=n, axis=ax), n, norm, True, "ifft")
 
 
 @builtin("rfft")
-def rfft_(x, n=None, axis=-1):
+def rfft_(x, n=None, axis=-1, norm="backward"):
     if kind(x) == "c":
         raise DplError(f"`rfft` takes a real tensor, got {describe_type(x)}; fft transforms complex ones")
     x, n, ax = _fft_args(x, n, axis, "rfft")
-    return rfft(x, n=n, axis=ax)
+    return _normed(rfft(x, n=n, axis=ax), n, norm, False, "rfft")
 
 
 @builtin("irfft")
-def irfft_(x, n=None, axis=-1):
+def irfft_(x, n=None, axis=-1, norm="backward"):
     """The inverse of rfft: n real outputs (default 2·(m − 1) for m inputs, as NumPy)."""
     x, n, ax = _fft_args(x, n, axis, "irfft", default_n=lambda m: 2 * (m - 1))
-    return irfft(x, n=n, axis=ax)
+    return _normed(irfft(x, n=n, axis=ax), n, norm, True, "irfft")
 
 
 # ---- which builtins take complex tensors (every other one refuses them at the call) ---------------------------

@@ -88,6 +88,9 @@ VALUES = [
     ("rfft(real(a), n = 5, axis = 1)", lambda a, z: np.fft.rfft(a.real, n=5, axis=1)),
     ("irfft(a)", lambda a, z: np.fft.irfft(a)), ("irfft(a, n = 5, axis = 0)", lambda a, z: np.fft.irfft(a, n=5, axis=0)),
     ("rfft([1, 2, 3])", lambda a, z: np.fft.rfft([1.0, 2.0, 3.0])),
+    *[(f'{f}({"real(a)" if f == "rfft" else "a"}, n = 5, norm = "{m}")', lambda a, z, f=f, m=m: getattr(np.fft, f)(a.real if f == "rfft" else a, n=5,
+                                                                                 norm=m))
+      for f in ("fft", "ifft", "rfft", "irfft") for m in ("backward", "ortho", "forward")],
     ("where([true, false, true], z, 0.0)", lambda a, z: np.where([True, False, True], z, 0.0)),
     ("concat([z, [1.0]])", lambda a, z: np.concatenate([z, [1.0]])), ("stack([z, z * 2j], axis = 1)",
                                                                       lambda a, z: np.stack([z, z * 2j], axis=1)),
@@ -134,6 +137,7 @@ LOSSES = {
                   "+ sum(abs(rfft(x, n = 7)))",
     "kron-einsum": 'real(einsum("i,i->", kron([1.0, 1j], x[:2]), conj(exp(1j * x)))) + sum(angle(x + 1j))',
     "mean-index": "imag(mean(exp(2j * x)[1:] * x[0])) + sum(real(conj(x * 1j) * [2j, 1.0, 1.0, 1.0]))",
+    "norm": 'sum(abs(fft(x, norm = "ortho")) ^ 3) + sum(irfft(rfft(x, norm = "forward") * 1j, norm = "ortho") ^ 2)',
     "sinh-square": "sum(real(square(sinh(x * 1j + 0.5)) + reciprocal(cosh(x + 1j))))",
 }
 
@@ -206,6 +210,7 @@ def test_vmap_batches_complex_ops():
                          "real(z), imag(z) or abs(z)"),
     ("print(rfft([1j, 2]))", 7, "`rfft` takes a real tensor, got a complex tensor of shape [2]; fft transforms "
                                 "complex ones"),
+    ('print(fft([1.0], norm = "unit"))', 7, '`fft`: norm must be "backward", "ortho" or "forward", got "unit"'),
     ("print(fft(1j))", 7, "`fft` needs a tensor with at least one axis, got a complex scalar"),
     ("print(fft([1.0], n = 0))", 7, "`fft`: n must be at least 1, got 0"),
     ("print(ifft([1.0, 2.0], axis = 1))", 7, "`axis` 1 is out of range for a tensor of shape [2]"),
