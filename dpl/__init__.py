@@ -115,9 +115,10 @@ class Program:
         self.interp.steps = 0
         out = []
         for a in args:
-            if isinstance(a, (list, tuple, float, int, bool, np.ndarray, np.generic)):
+            if isinstance(a, (list, tuple, float, int, bool, complex, np.ndarray, np.generic)):
                 a = np.asarray(a)
-                a = a.astype(B.float_dtype) if a.dtype.kind == "f" else a
+                a = a.astype(B.float_dtype) if a.dtype.kind == "f" else a.astype(B.complex_dtype) \
+                    if a.dtype.kind == "c" else a
             elif isinstance(a, FunctionValue):
                 a = a.value
             out.append(a)

@@ -18,7 +18,7 @@ class Node:
 
 @dataclass(frozen=True)
 class Num(Node):
-    value: int | float
+    value: int | float | complex
     span: Span = _span()
 
 

@@ -57,13 +57,15 @@ def backward(trace: Trace, out: Box, wrt: list[Box], seed=None, log: list | None
 
 
 def as_float(x):
-    """grad treats integer and boolean arguments as floats of the run's dtype."""
+    """grad treats integer and boolean arguments as floats of the run's dtype (complex ones stay complex)."""
     r = raw(x)
-    if getattr(r, "dtype", None) is not None and r.dtype.kind == "f":
+    if getattr(r, "dtype", None) is not None and r.dtype.kind in "fc":
         return x
     from .ops import astype
     return astype(x, dtype=B.float_dtype) if type(x) is Box else B.xp.asarray(r, dtype=B.float_dtype)
 
 
 def zeros_like(x):
-    return B.xp.zeros(np.shape(raw(x)), dtype=B.float_dtype)
+    r = raw(x)
+    complex_ = getattr(r, "dtype", None) is not None and r.dtype.kind == "c"
+    return B.xp.zeros(np.shape(r), dtype=B.complex_dtype if complex_ else B.float_dtype)

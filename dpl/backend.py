@@ -8,12 +8,13 @@ import numpy
 
 xp = numpy
 float_dtype = numpy.dtype("float64")
+complex_dtype = numpy.dtype("complex128")  # follows float_dtype: complex64 under --dtype float32
 device = "cpu"
 
 
 def use(device_name: str = "cpu", dtype: str = "float64") -> None:
     """Select the array module and the run's float dtype; cupy is imported only here, on request."""
-    global xp, float_dtype, device
+    global xp, float_dtype, complex_dtype, device
     if device_name == "gpu":
         try:
             import cupy
@@ -26,6 +27,7 @@ def use(device_name: str = "cpu", dtype: str = "float64") -> None:
         raise ValueError(f"unknown device {device_name!r} (cpu or gpu)")
     device = device_name
     float_dtype = numpy.dtype(dtype)
+    complex_dtype = numpy.result_type(float_dtype, numpy.complex64)
 
 
 def special():

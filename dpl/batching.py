@@ -152,6 +152,12 @@ def _softmax(op, args, lifted, attrs, n):
     return op(*args, **attrs)
 
 
+def _one_axis(op, args, lifted, attrs, n):
+    """An op along one axis (counted from 0, as the FFTs take it): the same axis of each item."""
+    attrs["axis"] += 1
+    return op(*args, **attrs)
+
+
 RULES = {name: _elementwise for name in (
     "neg", "exp", "log", "sin", "cos", "tan", "tanh", "sqrt", "abs", "relu", "sigmoid", "softplus", "add", "sub",
     "mul", "div", "mod", "floordiv", "pow", "maximum", "minimum", "where", "clip", "lt", "le", "gt", "ge", "eq",
@@ -159,3 +165,5 @@ RULES = {name: _elementwise for name in (
 RULES.update({name: _reduction for name in ("sum", "max", "min", "norm", "logsumexp", "argmax", "argmin")})
 RULES.update({name: _shape_op for name in ("reshape", "transpose", "broadcast_to", "sum_to", "swapaxes")})
 RULES.update(matmul=_matmul, index=_index, concat=_join, stack=_join, softmax=_softmax)
+RULES.update({name: _elementwise for name in ("real", "imag", "conj")})
+RULES.update({name: _one_axis for name in ("fft", "ifft", "rfft", "irfft")})

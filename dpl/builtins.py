@@ -15,7 +15,7 @@ from . import backend as B
 from . import autodiff, graph, ops, record
 from .errors import DplError
 from .graph import Box, raw
-from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, to_float
+from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, real_loss_hint, to_float
 from .limits import check_broadcast, check_elements
 from .values import List
 
@@ -23,7 +23,11 @@ BUILTINS: dict[str, object] = {}
 
 
 class Builtin:
-    """A builtin function: arity checked against its Python signature, errors placed at the call."""
+    """A builtin function: arity checked against its Python signature, errors placed at the call. One that is
+    not `complex_ok` (dpl/complexes.py lists those that are) refuses complex arguments rather than drop
+    their imaginary part or fail inside NumPy."""
+
+    complex_ok = False
 
     def __init__(self, name, fn, context=False, takes_list=False):
         self.name, self.fn, self.context, self.takes_list = name, fn, context, takes_list
@@ -46,6 +50,12 @@ class Builtin:
         return f"{self.name}({', '.join(parts)})"
 
     def __call__(self, interp, args, kwargs, span):
+        if not self.complex_ok:
+            for a in (*args, *kwargs.values()):
+                dt = getattr(raw(a), "dtype", None)
+                if dt is not None and dt.kind == "c":
+                    raise DplError(f"`{self.name}` is not defined for complex numbers, got {describe_type(a)}; "
+                                   f"take real(z), imag(z), abs(z) or angle(z) first", span)
         try:
             return self.fn(interp, span, *args, **kwargs) if self.context else self.fn(*args, **kwargs)
         except DplError as e:
@@ -80,6 +90,14 @@ def tensor(x, what="argument"):
 def floats(x, what="argument"):
     tensor(x, what)
     return to_float(x)
+
+
+def real_floats(x, what="argument"):
+    """floats(x), refusing a complex x (a probability, a weight): nothing drops an imaginary part silently."""
+    x = floats(x, what)
+    if kind(x) == "c":
+        raise DplError(f"{what} must be real, got {describe_type(x)}; take real(...) or abs(...) of it")
+    return x
 
 
 def integer(x, what) -> int:
@@ -146,11 +164,6 @@ def _unary(op):
 
 for _op in (ops.exp, ops.log, ops.sin, ops.cos, ops.tan, ops.tanh, ops.sigmoid, ops.relu, ops.softplus, ops.sqrt):
     builtin(_op.name)(_unary(_op))
-
-
-@builtin("abs")
-def abs_(x):
-    return ops.abs_(tensor(x))
 
 
 def _promote(a, b):
@@ -279,7 +292,7 @@ def _joinable(xs, what):
         raise DplError(f"`{what}` needs at least one tensor")
     xs = [tensor(x, f"an item of the list given to `{what}`") for x in xs]
     kinds = {kind(x) for x in xs}
-    return [to_float(x) for x in xs] if "f" in kinds else xs
+    return [to_float(x) for x in xs] if kinds & {"f", "c"} else xs
 
 
 @builtin(takes_list=True)
@@ -303,7 +316,7 @@ def shape(x):
 
 @builtin("len")
 def len_(x):
-    if isinstance(x, (tuple, List)):
+    if isinstance(x, (tuple, List, str)):
         return np.int64(len(x))
     r = raw(tensor(x))
     if np.ndim(r) == 0:
@@ -673,8 +686,9 @@ class GradFn:
 
         def check(out):
             if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
-                raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}; "
-                               f"for a tensor result, jacobian(f) gives every derivative", span)
+                hint = real_loss_hint(out) or "; for a tensor result, jacobian(f) gives every derivative"
+                raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}{hint}",
+                               span)
         value, (g,), _ = record.gradients(interp, self.f, list(args), span, wrt_args=(k,), check=check, kwargs=kwargs)
         g = autodiff.zeros_like(x) if g is None else g
         return (value, g) if self.with_value else g
@@ -733,7 +747,8 @@ def _traced_call(interp, f, args, kwargs, k, span, what):
     rec = record.record(interp, f, args, kwargs, span, box=[k], params=False)
     trace, bx, out = rec.trace, rec.args[k], rec.out
     if not is_tensor(out) or kind(out) != "f":
-        raise DplError(f"`{what}` needs a function returning a float tensor, got {describe_type(out)}", span)
+        raise DplError(f"`{what}` needs a function returning a float tensor, got {describe_type(out)}"
+                       f"{real_loss_hint(out)}", span)
     return trace, bx, out
 
 
@@ -899,7 +914,7 @@ class GradTuple:
 def blend(p, a, b, span=None):
     """p·a + (1 − p)·b, p broadcasting; integers become floats."""
     try:
-        p = floats(p, "the `soft if` probability" if span else "p")
+        p = real_floats(p, "the `soft if` probability" if span else "p")
         a, b = (floats(v, "a value blended by `soft if`" if span else "argument") for v in (a, b))
         check_broadcast([np.shape(raw(v)) for v in (p, a, b)], "`soft if`" if span else "`blend`")
         return ops.add(ops.mul(p, a), ops.mul(ops.sub(1.0, p), b))
@@ -921,7 +936,7 @@ def soft_while_weights(cs, span):
     weights, run = [], 1.0
     try:
         for c in cs:
-            c = floats(c, "the `soft while` probability")
+            c = real_floats(c, "the `soft while` probability")
             weights.append(ops.mul(run, ops.sub(1.0, c)))
             run = ops.mul(run, c)
     except DplError as e:
@@ -1013,3 +1028,4 @@ CONSTANTS = {"pi": math.pi, "e": math.e}  # made tensors of the run's float dtyp
 
 from . import primitives  # noqa: E402,F401  (registers attention, memory, odeint and sparse builtins)
 from . import linalg, numerics  # noqa: E402,F401  (the NumPy/SciPy functions of issue 11; linalg's norm replaces §9's)
+from . import complexes  # noqa: E402,F401  (complex numbers and the FFTs; after the others: it marks which take complex)

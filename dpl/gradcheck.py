@@ -39,7 +39,7 @@ def gradcheck(prog, fn_name: str, *args, eps: float = 1e-6) -> list[Row]:
     next to central differences with step `eps`. A scalar result's gradient is checked as it is; a non-scalar
     result y through the random projection Σ w·y for a fixed w ~ N(0, 1) of y's shape. The random generator is reset before every evaluation, so `normal(...)` inside f is fixed."""
     from .autodiff import backward
-    from .interp import kind
+    from .interp import kind, real_loss_hint
     from .record import record
     if B.float_dtype != np.float64 or B.xp is not np:
         raise DplError("gradcheck runs in float64 on the CPU (load the program with dtype='float64')")
@@ -51,7 +51,7 @@ def gradcheck(prog, fn_name: str, *args, eps: float = 1e-6) -> list[Row]:
 
     def checked(out):
         if kind(out) != "f":
-            raise DplError(f"gradcheck needs `{fn_name}` to return a float tensor")
+            raise DplError(f"gradcheck needs `{fn_name}` to return a float tensor{real_loss_hint(out)}")
         return out
 
     def run(call_args):

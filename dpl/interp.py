@@ -118,7 +118,7 @@ NUMERIC_ERRORS = (ValueError, TypeError, IndexError, ZeroDivisionError, Floating
 
 
 def kind(v) -> str:
-    """'f', 'i', 'b' (or 'u'/'c') for tensors; '' for anything else."""
+    """'f', 'c', 'i', 'b' (or 'u') for tensors; '' for anything else."""
     r = raw(v)
     dt = getattr(r, "dtype", None)
     if dt is None and isinstance(r, (bool, int, float)):  # Python defaults of builtins
@@ -131,8 +131,13 @@ def is_tensor(v) -> bool:
 
 
 def to_float(v):
-    """Integers and booleans to the run's float dtype; floats unchanged."""
-    return v if kind(v) == "f" else ops.astype(v, dtype=B.float_dtype)
+    """Integers and booleans to the run's float dtype; floats and complex numbers unchanged."""
+    return v if kind(v) in ("f", "c") else ops.astype(v, dtype=B.float_dtype)
+
+
+def real_loss_hint(out) -> str:
+    """What to say where a 0-d float was wanted and a complex value came: a loss must be real."""
+    return "; a complex value has no gradient to descend: take real(...) or abs(...) of it" if kind(out) == "c" else ""
 
 
 def shape_str(v) -> str:
@@ -142,7 +147,8 @@ def shape_str(v) -> str:
 def describe_type(v) -> str:
     if is_tensor(v):
         r = raw(v)
-        what = {"f": "float", "i": "integer", "u": "integer", "b": "boolean"}.get(r.dtype.kind, str(r.dtype))
+        what = {"f": "float", "c": "complex", "i": "integer", "u": "integer", "b": "boolean"}.get(r.dtype.kind,
+                                                                                                 str(r.dtype))
         article = "an" if what[0] in "aeiou" else "a"
         return f"{article} {what} scalar" if r.ndim == 0 else f"{article} {what} tensor of shape {list(r.shape)}"
     if isinstance(v, tuple):
@@ -342,12 +348,20 @@ class Interpreter:
             raise e.at(stmt.shape.span)
         if isinstance(stmt.init, A.Init):
             args = [raw(self.eval(a, frame)) for a in stmt.init.args]
+            for a, node in zip(args, stmt.init.args):
+                if kind(a) == "c":
+                    raise DplError(f"parameter `{full_name}` must be real, but initializer `{stmt.init.name}` got "
+                                   f"{describe_type(a)}", node.span)
             value = initialize(stmt.init.name, args, shp, self.rng, stmt.init.span)
         else:
             value = raw(self.eval(stmt.init, frame))
             if not is_tensor(value):
                 raise DplError(f"parameter `{full_name}` needs a tensor value, got {describe_type(value)}",
                                stmt.init.span)
+            if kind(value) == "c":
+                raise DplError(f"parameter `{full_name}` must be real, got {describe_type(value)}; parameters "
+                               f"stay real: declare the real and imaginary parts as two parameters and build "
+                               f"the complex value from them (a + 1j * b)", stmt.init.span)
             if np.shape(value) != shp:
                 try:
                     value = B.xp.broadcast_to(value, shp)
@@ -432,10 +446,10 @@ class Interpreter:
 
     def _for(self, s: A.For, frame):
         it = self.eval(s.iter, frame)
-        if isinstance(it, (List, tuple)):
+        if isinstance(it, (List, tuple, str)):  # a string: its characters (a Pauli string "XZ", say)
             items = iter(it)
         elif not is_tensor(it) or np.ndim(raw(it)) == 0:
-            raise DplError(f"`for` iterates over range(...), a list, a tuple or the first axis of a tensor, "
+            raise DplError(f"`for` iterates over range(...), a list, a tuple, a string or the first axis of a tensor, "
                            f"got {describe_type(it)}", s.iter.span)
         else:
             r = raw(it)
@@ -682,7 +696,8 @@ class Interpreter:
         hit = self._const.get(id(n))
         if hit is not None and hit[0] is n:  # ids are reused once a parsed file is freed: check identity
             return hit[1]
-        v = np.int64(n.value) if isinstance(n.value, int) else B.float_dtype.type(n.value)
+        v = np.int64(n.value) if isinstance(n.value, int) else \
+            B.complex_dtype.type(n.value) if isinstance(n.value, complex) else B.float_dtype.type(n.value)
         self._const[id(n)] = (n, v)
         return v
 
@@ -730,6 +745,8 @@ class Interpreter:
                     return sparse_matmul(a, b)
                 except DplError as e:
                     raise e.at(n.span)
+        if op in ("==", "!=") and isinstance(a, str) and isinstance(b, str):  # strings are never traced
+            return np.bool_((a == b) == (op == "=="))
         for v, side in ((a, n.left), (b, n.right)):
             if not is_tensor(v):
                 raise DplError(f"`{op}` needs numbers or tensors, got {describe_type(v)}", side.span)
@@ -739,15 +756,19 @@ class Interpreter:
                 limits.check_broadcast((ra.shape, rb.shape), f"`{op}`")
             except DplError as e:
                 raise e.at(n.span)
+        ka, kb = kind(a), kind(b)
+        if "c" in (ka, kb) and op in ("<", "<=", ">", ">=", "//", "%"):
+            side = n.left if ka == "c" else n.right
+            raise DplError(f"`{op}` is not defined for complex numbers, got {describe_type(a if ka == 'c' else b)}; "
+                           f"compare or divide real(z), imag(z) or abs(z)", side.span)
         if op in _COMPARE:
             return self.apply(_COMPARE[op], (a, b), n, op)
-        ka, kb = kind(a), kind(b)
         if ka == "b" or kb == "b":
             a, b = (ops.astype(a, dtype=np.int64) if ka == "b" else a), (ops.astype(b, dtype=np.int64) if kb == "b" else b)
             ka, kb = kind(a), kind(b)
-        if op == "/" or (ka == "f") != (kb == "f"):
+        if op == "/" or (ka in "fc") != (kb in "fc"):  # `in "fc"`: a complex number counts as a float here
             a, b = to_float(a), to_float(b)
-        elif op == "^" and ka != "f" and (raw(b) < 0).any():
+        elif op == "^" and ka not in "fc" and (raw(b) < 0).any():
             raise DplError("an integer raised to a negative integer power; write the base as a float (2.0 ^ -1)",
                            n.right.span)
         if op == "@":
@@ -1024,7 +1045,9 @@ def make_tensor(items, n):
     except DplError as e:
         raise e.at(n.span)
     kinds = {kind(x) for x in items}
-    if "f" in kinds:
+    if "c" in kinds:  # real and complex entries mixed: a complex tensor
+        items = [x if kind(x) == "c" else ops.astype(x, dtype=B.complex_dtype) for x in items]
+    elif "f" in kinds:
         items = [to_float(x) for x in items]
     elif kinds != {"b"}:
         items = [ops.astype(x, dtype=np.int64) if kind(x) == "b" else x for x in items]

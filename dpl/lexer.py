@@ -33,6 +33,7 @@ class DplLexer(RegexLexer):
             (words(KEYWORDS, suffix=r"\b"), Keyword),
             (words(tuple(sorted(BUILTINS)) + tuple(sorted(CONSTANTS)), suffix=r"\b"), Name.Builtin),
             (r"[A-Za-z_]\w*", Name),
+            (r"((\d+\.\d*|\.\d+)([eE][+-]?\d+)?|\d+([eE][+-]?\d+)?)[jJ]", Number),  # imaginary: `2.5j`
             # `1e-8` is one number, `.5` too; a float has a point or an exponent
             (r"(\d+\.\d*|\.\d+)([eE][+-]?\d+)?|\d+[eE][+-]?\d+", Number.Float),
             (r"\d+", Number.Integer),

@@ -270,8 +270,9 @@ def one_axis(x, axis, what="axis"):
 
 
 def _flat_or(x, axis):
-    """(x, axis): x flattened with axis 0 when axis is none (as NumPy), else x and the checked axis."""
-    if axis is None:
+    """(x, axis): x flattened with axis 0 when axis is left out or "none" (NumPy's axis=None; spelled as vmap's
+    in_axes spells it, DPL having no none value), else x and the checked axis."""
+    if axis is None or axis == "none":
         return ops.reshape(x, shape=(-1,)), 0
     return x, one_axis(x, axis)
 
@@ -637,12 +638,12 @@ def outer(a, b):
 
 
 def _promote_all(xs, what):
-    """Tensors of numbers, all floats if any is (integers alone stay integers)."""
+    """Tensors of numbers, all floats (or complex) if any is (integers alone stay integers)."""
     xs = [tensor(x) for x in xs]
     if any(kind(x) == "b" for x in xs):
         raise DplError(f"`{what}` needs numbers, got a boolean tensor")
-    return [ops.astype(x, dtype=B.float_dtype) if kind(x) != "f" else x for x in xs] \
-        if any(kind(x) == "f" for x in xs) else xs
+    return [ops.astype(x, dtype=B.float_dtype) if kind(x) not in "fc" else x for x in xs] \
+        if any(kind(x) in "fc" for x in xs) else xs
 
 
 @builtin()

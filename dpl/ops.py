@@ -37,7 +37,7 @@ class Op:
 
     def vjp(self, i, g, ans, args, attrs):
         rule = self.vjps(i) if callable(self.vjps) else self.vjps[i]
-        return None if rule is None else rule(g, ans, *args, **attrs)
+        return None if rule is None else real_adjoint(rule(g, ans, *args, **attrs), args[i])
 
     def __repr__(self):
         return f"<op {self.name}>"
@@ -47,6 +47,14 @@ def defop(name, vjps=None):
     def wrap(fwd):
         return Op(name, fwd, vjps)
     return wrap
+
+
+def real_adjoint(gi, x):
+    """The adjoint of a real argument is real: a complex adjoint (from a complex result the argument was
+    promoted into) is projected on its real part, as JAX's convert_element_type transposes (LANGUAGE.md,
+    complex numbers). Every VJP goes through here, in a backward pass and in a replay plan alike."""
+    dt = getattr(raw(gi), "dtype", None)
+    return real(gi) if dt is not None and dt.kind == "c" and raw(x).dtype.kind != "c" else gi
 
 
 def shape(v):
@@ -183,10 +191,20 @@ floor_int = defop("int")(lambda x: B.xp.trunc(x).astype(np.int64) if x.dtype.kin
 
 
 def _cast_vjp(g, ans, x, dtype):
-    return astype(g, dtype=raw(x).dtype) if raw(x).dtype.kind == "f" else None
+    if raw(x).dtype.kind != "f":
+        return None
+    g = real(g) if raw(g).dtype.kind == "c" else g  # float -> complex: the real part flows back
+    return astype(g, dtype=raw(x).dtype)
 
 
 astype = defop("astype", [_cast_vjp])(lambda x, dtype: B.xp.asarray(x).astype(dtype))
+
+# ---- complex parts (JAX's convention: a VJP is the transpose of the R-linear map under Re(ḡ·dz)) --------------
+
+real = defop("real", [lambda g, ans, x: astype(g, dtype=raw(x).dtype) if raw(x).dtype.kind == "c" else g]
+            )(lambda x: B.xp.real(x))
+imag = defop("imag", [lambda g, ans, x: mul(g, -1j)])(lambda x: B.xp.imag(x))
+conj = defop("conj", [lambda g, ans, x: conj(g)])(lambda x: B.xp.conj(x))
 
 # ---- linear algebra ----------------------------------------------------------------
 

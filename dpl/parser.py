@@ -286,6 +286,10 @@ class _ToAst(Transformer):
     def float(self, ch):
         return A.Num(float(ch[0].value), self._span(ch[0]))
 
+    def imag(self, ch):
+        """`2.5j`, as Python's imaginary literal: a complex number with that imaginary part."""
+        return A.Num(complex(0.0, float(ch[0].value[:-1])), self._span(ch[0]))
+
     def string(self, ch):
         try:
             return A.Str(_unquote(ch[0].value), self._span(ch[0]))
@@ -327,8 +331,8 @@ def _unquote(s: str) -> str:
         return s[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
-_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "_LSQB", "MINUS", "NOT", "TRUE", "FALSE", "FN"}
-_ATOM_START = {"INT", "FLOAT"}  # accepted exactly where an expression may start
+_EXPR_START = {"NAME", "INT", "FLOAT", "IMAG", "STRING", "LPAR", "_LSQB", "MINUS", "NOT", "TRUE", "FALSE", "FN"}
+_ATOM_START = {"INT", "FLOAT", "IMAG"}  # accepted exactly where an expression may start
 _STMT_START = {"FN", "PARAM", "MODULE", "USE", "IMPORT", "TRAIN", "SOFT", "IF", "FOR", "WHILE", "RETURN"}
 _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "DSLASH", "PERCENT", "AT", "POW", "COMPARE", "AND", "OR"}
 _SPELLED = {"_NL": "a newline", "$END": "the end of the file", "NAME": "a name", "STRING": "a string"}

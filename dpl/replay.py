@@ -266,6 +266,11 @@ def _vjp_inline(node, pos, g, ans, A, put):
     return None
 
 
+def _complex(node) -> bool:
+    """Whether a node's value or an argument is complex (its adjoints may need ops.real_adjoint)."""
+    return any(getattr(v, "dtype", None) is not None and v.dtype.kind == "c" for v in (node.value, *node.args))
+
+
 def _namespace():
     from . import ops
     xp = B.xp
@@ -274,7 +279,7 @@ def _namespace():
             "ABS": xp.abs, "MAXIMUM": xp.maximum, "MATMUL": xp.matmul, "POWER": xp.power, "SIGN": xp.sign,
             "GREATER": xp.greater, "SIGMOID": ops.sigmoid.fwd, "SWAPAXES": xp.swapaxes, "RESHAPE": xp.reshape,
             "BROADCAST_TO": xp.broadcast_to,
-            "SUM_TO": ops.sum_to.fwd, "SCATTER": ops.scatter_add.fwd}
+            "SUM_TO": ops.sum_to.fwd, "SCATTER": ops.scatter_add.fwd, "REAL_ADJOINT": ops.real_adjoint}
 
 
 def _compile(trace, out_node, out_value, wrt_nodes, log):
@@ -355,11 +360,14 @@ def _compile(trace, out_node, out_value, wrt_nodes, log):
             j = slot[node]
             parent = node.parents[[p for p, _ in node.parents].index(pos)][1]
             names, attrs, used = args_of(node)
-            call = _vjp_inline(node, pos, f"g{j}", f"v{j}", names, put)
+            mixed = _complex(node)  # its VJPs go through ops.real_adjoint, as in the backward pass
+            call = None if mixed else _vjp_inline(node, pos, f"g{j}", f"v{j}", names, put)
             if call is None:
                 rule = node.op.vjps(pos) if callable(node.op.vjps) else node.op.vjps[pos]
                 ns[f"R{j}_{pos}"] = rule
                 call = f"R{j}_{pos}(g{j}, v{j}, {', '.join(names + attrs)})"
+                if mixed:
+                    call = f"REAL_ADJOINT({call}, {names[pos]})"
             used = used | {f"g{j}", f"v{j}"}
             q = f"g{slot[parent]}"
             if parent in have:

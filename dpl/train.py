@@ -19,7 +19,7 @@ from .builtins import OptimizerSpec, adam, integer
 from .errors import DplError
 from .gradcheck import NonFiniteError
 from .graph import raw
-from .interp import describe_type, is_tensor, kind
+from .interp import describe_type, is_tensor, kind, real_loss_hint
 from .limits import seed_value
 
 
@@ -155,7 +155,7 @@ def loss_and_grads(interp, loss_fn, args, span, unused: set | None = None):
     def check(out):
         if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
             raise DplError(f"the loss `{getattr(loss_fn, 'name', '?')}` must return a 0-d float value, "
-                           f"got {describe_type(out)}", span)
+                           f"got {describe_type(out)}{real_loss_hint(out)}", span)
     value, _, adj = gradients(interp, loss_fn, args, span, wrt_params=True, check=check)
     grads = {n: (B.xp.zeros_like(interp.params[n]) if adj.get(n) is None else raw(adj[n])) for n in interp.params}
     if unused is not None:

@@ -1,4 +1,5 @@
-"""Lists, and how values print (LANGUAGE.md §5): integers bare, floats as Python's repr, tensors as nested lists."""
+"""Lists, and how values print (LANGUAGE.md §5): integers bare, floats and complex numbers as Python's repr,
+tensors as nested lists."""
 from __future__ import annotations
 
 import numpy as np
@@ -49,11 +50,20 @@ def format_float(x) -> str:
     return repr(float(x))
 
 
+def format_complex(z) -> str:
+    """As Python's repr: `(1+2j)`, `3j`, `(1.5-0j)`; complex64 parts with the shortest digits of a float32."""
+    if isinstance(z, np.complexfloating) and z.dtype != np.complex128:
+        z = complex(*(float(format_float(part)) if np.isfinite(part) else float(part) for part in (z.real, z.imag)))
+    return repr(complex(z))
+
+
 def _scalar(x) -> str:
     if isinstance(x, (bool, np.bool_)):
         return "true" if x else "false"
     if isinstance(x, (int, np.integer)):
         return str(int(x))
+    if isinstance(x, (complex, np.complexfloating)):
+        return format_complex(x)
     return format_float(x)
 
 
@@ -73,7 +83,7 @@ def format_value(v) -> str:
         return v
     if v is None:
         return "none"
-    if isinstance(v, (bool, int, float, np.generic)):
+    if isinstance(v, (bool, int, float, complex, np.generic)):
         return _scalar(v)
     if hasattr(v, "dtype") and hasattr(v, "shape"):
         return _nested(np.asarray(B.to_host(v)))

@@ -489,6 +489,8 @@ EXPECTED_BUILTINS = {
     "expm", "matrix_power",
     # lists and function transforms (issue 10)
     "append", "jacobian", "hessian", "jvp", "vjp", "stop_gradient", "vmap",
+    # complex numbers (dpl/complexes.py)
+    "real", "imag", "conj", "angle", "fft", "ifft", "rfft", "irfft",
 }
 # Python names whose use would let a builtin reach outside DPL (files written, processes, imports, code).
 FORBIDDEN = {"system", "popen", "Popen", "subprocess", "check_output", "spawn", "fork", "remove", "unlink", "rmdir",

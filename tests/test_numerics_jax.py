@@ -85,3 +85,40 @@ def test_value_and_gradient_match_jax(name):
         jg = jax.grad(lambda *xs: jnp.sum(ref(*xs) * cot), argnums=k)(*jargs)
         np.testing.assert_allclose(prog.grad("f", k)(*args, cot), np.asarray(jg), rtol=1e-7, atol=1e-10,
                                    err_msg=f"{name}: gradient w.r.t. argument {k}")
+
+
+# ---- complex numbers: real losses of a real x and a complex z, their values and gradients (JAX's convention) ----
+
+COMPLEX_LOSSES = {
+    "parseval": ("sum(abs(fft(x)) ^ 2) + sum(abs(fft(z, n = 6)))",
+                 lambda x, z: jnp.sum(jnp.abs(jnp.fft.fft(x)) ** 2) + jnp.sum(jnp.abs(jnp.fft.fft(z, n=6)))),
+    "phase": ("real(sum(exp(1j * x) * z)) + imag(sum(z * z / (x + 2j)))",
+              lambda x, z: jnp.real(jnp.sum(jnp.exp(1j * x) * z)) + jnp.imag(jnp.sum(z * z / (x + 2j)))),
+    "ifft": ("sum(abs(ifft(z * x, n = 3)) ^ 2) + real(sum(ifft(x) * conj(z)))",
+             lambda x, z: jnp.sum(jnp.abs(jnp.fft.ifft(z * x, n=3)) ** 2) + jnp.real(jnp.sum(jnp.fft.ifft(x) * jnp.conj(z)))),
+    "rfft-irfft": ("sum(irfft(z, n = 7) * x[0]) + sum(abs(rfft(x, n = 5))) + sum(irfft(rfft(x) * z[:3]))",
+                   lambda x, z: jnp.sum(jnp.fft.irfft(z, n=7) * x[0]) + jnp.sum(jnp.abs(jnp.fft.rfft(x, n=5)))
+                   + jnp.sum(jnp.fft.irfft(jnp.fft.rfft(x) * z[:3]))),
+    "matmul-kron-einsum": ('abs(sum(kron(z[:2], x) @ conj(kron(x, z[:2])))) + sum(angle(z)) '
+                           '+ real(einsum("i,i->", z, x * 1j))',
+                           lambda x, z: jnp.abs(jnp.sum(jnp.kron(z[:2], x) @ jnp.conj(jnp.kron(x, z[:2]))))
+                           + jnp.sum(jnp.angle(z)) + jnp.real(jnp.einsum("i,i->", z, x * 1j))),
+    "mean-pow-log": ("abs(mean(z ^ 2 * log(z) + sqrt(z) * x)) + imag(mean(exp(z)))",
+                     lambda x, z: jnp.abs(jnp.mean(z ** 2 * jnp.log(z) + jnp.sqrt(z) * x)) + jnp.imag(jnp.mean(jnp.exp(z)))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPLEX_LOSSES))
+def test_complex_value_and_gradients_match_jax(name):
+    import dpl
+    body, ref = COMPLEX_LOSSES[name]
+    rng = np.random.default_rng(sum(map(ord, name)))
+    x = rng.normal(size=4)
+    z = rng.normal(size=4) + 1j * rng.normal(size=4)
+    prog = dpl.loads(f"fn f(x, z) = {body}\n")
+    np.testing.assert_allclose(prog.call("f", x, z), np.asarray(ref(jnp.asarray(x), jnp.asarray(z))), rtol=1e-12)
+    for k in (0, 1):
+        want = np.asarray(jax.grad(ref, argnums=k)(jnp.asarray(x), jnp.asarray(z)))
+        got = prog.grad("f", k)(x, z)
+        assert got.dtype == want.dtype, f"{name}: gradient w.r.t. argument {k}"  # real for x, complex for z
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=f"{name}: gradient w.r.t. argument {k}")

@@ -29,6 +29,10 @@ def real(rng, s):
     return rng.normal(size=s)
 
 
+def cplx(rng, s):  # complex128: the gradient is checked w.r.t. both parts (conftest.numeric_grad)
+    return rng.normal(size=s) + 1j * rng.normal(size=s)
+
+
 def pos(rng, s):
     return rng.uniform(0.5, 2.0, size=s)
 
@@ -416,6 +420,24 @@ SPEC.update({
     "expm": Row(1, (real,), [(sh, {}) for sh in SQUARE], ref=lambda a: __import__("scipy.linalg").linalg.expm(a)),
 })
 
+# ---- dpl/ops.py and dpl/complexes.py: complex parts and the FFTs (issue 11), on complex inputs -------------------
+
+FFT_CASES = [(((4,),), {"n": 4, "axis": 0}), (((5,),), {"n": 8, "axis": 0}), (((6,),), {"n": 3, "axis": 0}),
+             (((2, 3),), {"n": 3, "axis": 1}), (((3, 2),), {"n": 5, "axis": 0}), (((2, 4, 3),), {"n": 4, "axis": 1}),
+             (((1,),), {"n": 1, "axis": 0})]
+IRFFT_CASES = [(((3,),), {"n": 4, "axis": 0}), (((3,),), {"n": 5, "axis": 0}), (((4,),), {"n": 4, "axis": 0}),
+               (((2,),), {"n": 6, "axis": 0}), (((2, 3),), {"n": 4, "axis": 1}), (((3, 2),), {"n": 3, "axis": 0}),
+               (((1,),), {"n": 1, "axis": 0})]
+SPEC.update({
+    "real": unary(cplx, np.real),
+    "imag": unary(cplx, np.imag),
+    "conj": unary(cplx, np.conj),
+    "fft": Row(1, (cplx,), FFT_CASES, ref=lambda x, n, axis: np.fft.fft(x, n=n, axis=axis)),
+    "ifft": Row(1, (cplx,), FFT_CASES, ref=lambda x, n, axis: np.fft.ifft(x, n=n, axis=axis)),
+    "rfft": Row(1, (real,), FFT_CASES, ref=lambda x, n, axis: np.fft.rfft(x, n=n, axis=axis)),
+    "irfft": Row(1, (cplx,), IRFFT_CASES, ref=lambda x, n, axis: np.fft.irfft(x, n=n, axis=axis)),
+})
+
 # ---- helpers ----------------------------------------------------------------------------------------
 
 
@@ -455,29 +477,43 @@ def first_order(op, args, wrt, attrs, cot):
     out = op(*boxed, **attrs)
     assert type(out) is Box and out.trace is t
     np.testing.assert_allclose(raw(out), op.fwd(*args, **attrs), rtol=1e-12, atol=1e-12)
-    y = ops.sum_(ops.mul(out, cot))
+    y = real_part(ops.sum_(ops.mul(out, cot)))
     grads = backward(t, y, [boxed[i] for i in wrt])
     assert len(grads) == len(wrt)
     res = []
     for i, g in zip(wrt, grads):
         g = np.zeros_like(args[i]) if g is None else np.asarray(raw(g))
         assert g.shape == np.shape(args[i]), f"adjoint of argument {i} has shape {g.shape}"
-        assert g.dtype == np.float64, f"adjoint of argument {i} has dtype {g.dtype}"
+        want = np.result_type(args[i], np.float64)  # a real argument's adjoint is real, a complex one's complex
+        assert g.dtype == want, f"adjoint of argument {i} has dtype {g.dtype}"
         res.append(g)
     return res
+
+
+def real_part(y):
+    """A complex result's loss is Re Σ cot·out (JAX's convention); a real one's Σ cot·out."""
+    return ops.real(y) if raw(y).dtype.kind == "c" else y
 
 
 def objective(op, args, i, attrs, cot):
     def f(xi):
         a = list(args)
         a[i] = xi
-        return np.sum(op.fwd(*a, **attrs) * cot)
+        return np.real(np.sum(op.fwd(*a, **attrs) * cot))
     return f
 
 
 def cotangent(op, args, attrs, seed=1):
     out = op.fwd(*args, **attrs)
-    return np.random.default_rng(seed).normal(size=np.shape(out))
+    rng = np.random.default_rng(seed)
+    cot = rng.normal(size=np.shape(out))
+    return cot + 1j * rng.normal(size=np.shape(out)) if np.iscomplexobj(out) else cot
+
+
+def direction(rng, x):
+    """A random tangent like x (complex for a complex x)."""
+    v = rng.normal(size=np.shape(x))
+    return v + 1j * rng.normal(size=np.shape(x)) if np.iscomplexobj(x) else v
 
 
 def hvp(op, args, wrt, attrs, cot, vs):
@@ -490,12 +526,12 @@ def hvp(op, args, wrt, attrs, cot, vs):
     ib = list(ob)
     for i in wrt:
         ib[i] = inner.input(ob[i])
-    y = ops.sum_(ops.mul(op(*ib, **attrs), cot))
+    y = real_part(ops.sum_(ops.mul(op(*ib, **attrs), cot)))
     gs = backward(inner, y, [ib[i] for i in wrt])
     s = 0.0
     for g, v in zip(gs, vs):
         if g is not None:
-            s = ops.add(s, ops.sum_(ops.mul(g, v)))
+            s = ops.add(s, real_part(ops.sum_(ops.mul(g, v))))
     if not (type(s) is Box and s.trace is outer):
         return [np.zeros_like(args[i]) for i in wrt]
     hs = backward(outer, s, [ob[i] for i in wrt])
@@ -556,7 +592,9 @@ def test_forward_matches_numpy(name, i):
     want = ref(*args, **attrs)
     assert np.shape(got) == np.shape(want)
     assert np.asarray(got).dtype.kind == np.asarray(want).dtype.kind
-    np.testing.assert_allclose(np.asarray(got, dtype=float), np.asarray(want, dtype=float), rtol=1e-12, atol=1e-12)
+    as_number = np.result_type(np.asarray(want).dtype, float)  # complex results compared as complex
+    np.testing.assert_allclose(np.asarray(got, dtype=as_number), np.asarray(want, dtype=as_number), rtol=1e-12,
+                               atol=1e-12)
     # recorded in a trace, the value is the same
     t = Trace()
     boxed = [t.input(a) for a in args]
@@ -583,7 +621,8 @@ def test_vjp_keeps_float32(name, i):
     """Under --dtype float32 every adjoint stays float32 (no float64 constant leaks into a rule)."""
     from dpl import backend
     args, attrs = sample(name, i)
-    args = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in args]
+    args = [a.astype(np.float32) if a.dtype.kind == "f" else a.astype(np.complex64) if a.dtype.kind == "c" else a
+            for a in args]
     attrs = {k: (np.dtype("float32") if k == "dtype" else v) for k, v in attrs.items()}
     if name == "spmm":
         attrs["A"] = dpl.primitives.Sparse(attrs["A"].matrix.astype(np.float32))
@@ -595,12 +634,14 @@ def test_vjp_keeps_float32(name, i):
     for k in wrt:
         boxed[k] = t.input(args[k])
     out = op(*boxed, **attrs)
-    assert raw(out).dtype == np.float32, f"{name} forward gives {raw(out).dtype}"
-    cot = cotangent(op, args, attrs).astype(np.float32)
-    grads = backward(t, ops.sum_(ops.mul(out, cot)), [boxed[k] for k in wrt])
+    assert raw(out).dtype in (np.float32, np.complex64), f"{name} forward gives {raw(out).dtype}"
+    cot = cotangent(op, args, attrs)
+    cot = cot.astype(np.complex64 if np.iscomplexobj(cot) else np.float32)
+    grads = backward(t, real_part(ops.sum_(ops.mul(out, cot))), [boxed[k] for k in wrt])
     for k, g in zip(wrt, grads):
         if g is not None:
-            assert np.asarray(raw(g)).dtype == np.float32, f"{name}: adjoint of argument {k} is {raw(g).dtype}"
+            want = np.complex64 if args[k].dtype.kind == "c" else np.float32
+            assert np.asarray(raw(g)).dtype == want, f"{name}: adjoint of argument {k} is {raw(g).dtype}"
 
 
 # ---- second order: differentiate the recorded backward pass --------------------------------------------
@@ -613,13 +654,13 @@ def test_second_order_matches_finite_differences_of_the_vjp(name, i):
     wrt = wrt_of(name, len(args))
     cot = cotangent(op, args, attrs)
     rng = np.random.default_rng(2)
-    vs = [rng.normal(size=np.shape(args[k])) for k in wrt]
+    vs = [direction(rng, args[k]) for k in wrt]
     got = hvp(op, args, wrt, attrs, cot, vs)
     for n, k in enumerate(wrt):
         def s(xk, k=k):
             a = list(args)
             a[k] = xk
-            return sum(np.sum(g * v) for g, v in zip(first_order(op, a, wrt, attrs, cot), vs))
+            return sum(np.real(np.sum(g * v)) for g, v in zip(first_order(op, a, wrt, attrs, cot), vs))
         want = numeric_grad(s, args[k], h=1e-5)
         np.testing.assert_allclose(got[n], want, rtol=1e-5, atol=1e-6,
                                    err_msg=f"{name}: second order w.r.t. argument {k}")
@@ -631,7 +672,7 @@ def record_second_order(name, i):
     args, _ = sample(name, i)
     wrt = wrt_of(name, len(args))
     cot = cotangent(op, args, attrs)
-    vs = [np.random.default_rng(2).normal(size=np.shape(args[k])) for k in wrt]
+    vs = [direction(np.random.default_rng(2), args[k]) for k in wrt]
 
     def record(args):
         outer = Trace()
@@ -640,11 +681,11 @@ def record_second_order(name, i):
         ib = list(ob)
         for k in wrt:
             ib[k] = inner.input(ob[k])
-        y = ops.sum_(ops.mul(op(*ib, **attrs), cot))
+        y = real_part(ops.sum_(ops.mul(op(*ib, **attrs), cot)))
         gs = backward(inner, y, [ib[k] for k in wrt])
         s = y.value  # recorded, so an adjoint that is a constant (relu's g·mask) is an argument of a node
         for g, v in zip(gs, vs):
-            s = s if g is None else ops.add(s, ops.sum_(ops.mul(g, v)))
+            s = s if g is None else ops.add(s, real_part(ops.sum_(ops.mul(g, v))))
         return Graph(outer, [s])
     return record
 

@@ -276,6 +276,14 @@ SECOND_ORDER_AND_PRIMITIVES = {
                "  B = stack([x, 2.0 * x], axis = 0)\n  C = B @ transpose(B, [0, 2, 1])\n"
                "  return sum(h) + sum(B @ W) + sum(transpose(x, [1, 0]) @ x) + sum(C @ B) + sum(x[0] @ W)\n}\n",
                "f", [[[0.5, -1.0, 2.0], [1.5, 0.7, -0.3]]]),
+    "complex": ("fn f(x) {\n  z = exp(1j * x) * [1.0, 2j, 1.0 - 1j] + x * x / (1j + x)\n"
+                "  F = fft(z) + ifft(x, n = 4)[1:] * 2j\n  A = [[1.0, 1j, 0.0], [0.5j, 1.0, 2.0], [0.0, -1j, 1.0]]\n"
+                "  k = kron([1.0, 1j], einsum(\"ij,j->i\", A, conj(F)))\n"
+                "  return sum(abs(F) ^ 2) + real(sum(A @ z)) + imag(mean(k)) + sum(angle(z))"
+                " + sum(irfft(rfft(x) * 1j, n = 3))\n}\n",
+                "f", [[0.5, -1.0, 2.0]]),
+    "complex_second_order": ("fn g(x) = sum(abs(fft(x * exp(1j * x))) ^ 2)\nfn f(x) = sum(grad(g)(x) ^ 2)\n",
+                             "f", [[0.5, -1.0, 2.0, 0.3]]),
 }
 
 
