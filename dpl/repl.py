@@ -282,7 +282,8 @@ class Session:
         rec.trace.inputs.sort(key=lambda node: node.name not in call.inputs)  # variables first, then parameters
         g = Graph(rec.trace, out if isinstance(out, tuple) else (out,))
         if dest:
-            write_graph(g, Path(dest), len(call.inputs))
+            for note in write_graph(g, Path(dest), len(call.inputs)):  # a large graph is drawn folded: say so
+                print(note, file=self.out)
             print(f"wrote {dest} ({g.n} nodes, {g.l} inputs)", file=self.out)
         elif g.n:
             print(g.pretty(), file=self.out)
@@ -325,11 +326,11 @@ class Session:
         return sorted(n for n in names if n.startswith(word) and "." not in n)
 
 
-def write_graph(g: Graph, path: Path, n_variables: int) -> None:
-    """Any format dpl.viz writes (from the extension), written atomically."""
+def write_graph(g: Graph, path: Path, n_variables: int) -> list:
+    """Any format dpl.viz writes (from the extension), written atomically; returns dpl.viz's notes."""
     from .viz import Recording, write_graph as viz_write_graph
     # no DPL call owns the nodes; the variables (numbered first) are drawn as arguments, the rest as parameters
-    viz_write_graph(Recording(g, {}, {node.id: 0 for node in g.nodes}, n_variables), str(path))
+    return viz_write_graph(Recording(g, {}, {node.id: 0 for node in g.nodes}, n_variables), str(path))
 
 
 # ---- front ends -------------------------------------------------------------------------
