@@ -304,7 +304,7 @@ def render(dot_source: str, fmt: str, timeout: float = LAYOUT_SECONDS) -> bytes:
     try:
         code, out, err = run_child([exe, f"-T{fmt}"], dot_source.encode(), timeout)
     except subprocess.TimeoutExpired:
-        raise LayoutTimeout(f"Graphviz's `dot` did not finish the layout in {timeout:g} s (--layout-timeout)") \
+        raise LayoutTimeout(f"Graphviz's `dot` did not finish in {timeout:g} s (--layout-timeout)") \
             from None
     if code != 0:
         raise DplError(f"dot failed: {err.decode(errors='replace').strip()}")
