@@ -158,6 +158,8 @@ def check_axis(x, axis):
 
 def _unary(op):
     def fn(x):
+        """The elementwise function its name says (exp log sin cos tan tanh sigmoid relu softplus sqrt); integers
+        become floats."""
         return op(floats(x))
     return fn
 
@@ -173,6 +175,7 @@ def _promote(a, b):
 
 def _extremum(name, pairwise, reduce):
     def fn(x, y=None, *, axis=None, keepdims=False):
+        """With one tensor its largest (max) or smallest (min) entry, over `axis` if given; with two, elementwise."""
         if y is not None:
             if axis is not None:
                 raise DplError(f"`{name}` with two tensors is elementwise and takes no `axis`")
@@ -189,6 +192,7 @@ _extremum("min", ops.minimum, ops.amin)
 
 @builtin()
 def clip(x, lo, hi):
+    """x limited to [lo, hi] elementwise; the gradient passes where lo ≤ x ≤ hi."""
     x, lo, hi = floats(x), floats(lo), floats(hi)
     check_broadcast([np.shape(raw(v)) for v in (x, lo, hi)], "`clip`")
     return ops.clip(x, lo, hi)
@@ -196,6 +200,7 @@ def clip(x, lo, hi):
 
 @builtin()
 def where(cond, a, b):
+    """a where `cond` is true, else b, elementwise (all three broadcast); no gradient to `cond`."""
     if kind(cond) != "b":
         raise DplError(f"`where` needs a boolean condition, got {describe_type(cond)}")
     a, b = _promote(a, b)
@@ -211,6 +216,7 @@ def _keep(k):
 
 @builtin("sum")
 def sum_(x, axis=None, keepdims=False):
+    """The sum of all entries (0-d), or over `axis` (an integer or a list); `keepdims` keeps the summed axes as 1."""
     return ops.sum_(tensor(x), axis=check_axis(x, axis_arg(axis)), keepdims=_keep(keepdims))
 
 
@@ -224,36 +230,43 @@ def mean_of(x, axis=None, keepdims=False):
 
 @builtin()
 def mean(x, axis=None, keepdims=False):
+    """The mean of all entries, or over `axis` (an integer or a list), as `sum`."""
     return mean_of(x, check_axis(x, axis_arg(axis)), _keep(keepdims))
 
 
 @builtin()
 def logsumexp(x, axis=None, keepdims=False):
+    """log Σ exp(x), stable (the largest entry is taken out first), over all entries or over `axis`."""
     return ops.logsumexp(floats(x), axis=check_axis(x, axis_arg(axis)), keepdims=_keep(keepdims))
 
 
 @builtin()
 def softmax(x, axis=-1):
+    """exp(x) / Σ exp(x) along `axis` (default the last), stable."""
     return ops.softmax(floats(x), axis=check_axis(x, axis_arg(axis)))
 
 
 @builtin()
 def argmax(x, axis=None):
+    """The integer index of the largest entry: a flat index without `axis`; not differentiable."""
     return ops.argmax(tensor(x), axis=check_axis(x, axis_arg(axis)))
 
 
 @builtin()
 def argmin(x, axis=None):
+    """The integer index of the smallest entry: a flat index without `axis`; not differentiable."""
     return ops.argmin(tensor(x), axis=check_axis(x, axis_arg(axis)))
 
 
 @builtin("any")
 def any_(x, axis=None):
+    """Whether any entry is true (or nonzero), over all entries or over `axis`."""
     return ops.any_(tensor(x), axis=axis_arg(axis))  # recorded, so a hard `if` on it is guarded
 
 
 @builtin("all")
 def all_(x, axis=None):
+    """Whether every entry is true (or nonzero), over all entries or over `axis`."""
     return ops.all_(tensor(x), axis=axis_arg(axis))
 
 
@@ -261,22 +274,26 @@ def all_(x, axis=None):
 
 @builtin("float")
 def float_(x):
+    """x in the run's float dtype (booleans and integers converted)."""
     return to_float(tensor(x))
 
 
 @builtin("int")
 def int_(x):
+    """x as integers, truncated toward zero; not differentiable."""
     return ops.floor_int(tensor(x))
 
 
 @builtin()
 def reshape(x, shape):
+    """x with a new shape of the same number of entries (one size may be -1: inferred)."""
     shp = new_shape(shape, "`reshape`")
     return ops.reshape(tensor(x), shape=shp)
 
 
 @builtin()
 def transpose(x, perm=None):
+    """x with its axes reversed, or permuted as `perm` says (as np.transpose)."""
     nd = np.ndim(raw(tensor(x)))
     p = tuple(range(nd))[::-1] if perm is None else shape_arg(perm, "perm")
     if sorted(a % nd if nd else a for a in p) != list(range(nd)):
@@ -297,6 +314,7 @@ def _joinable(xs, what):
 
 @builtin(takes_list=True)
 def concat(xs, axis=0):
+    """The tensors of the list `xs` joined along an existing `axis` (default 0)."""
     xs = _joinable(xs, "concat")
     check_elements((sum(math.prod(np.shape(raw(x))) for x in xs),), "`concat`")  # what the result would hold
     return ops.concat(*xs, axis=integer(axis, "axis"))
@@ -304,6 +322,7 @@ def concat(xs, axis=0):
 
 @builtin(takes_list=True)
 def stack(xs, axis=0):
+    """The equally shaped tensors of the list `xs` stacked along a new `axis` (default 0)."""
     xs = _joinable(xs, "stack")
     check_elements((len(xs),) + np.shape(raw(xs[0])), "`stack`")
     return ops.stack(*xs, axis=integer(axis, "axis"))
@@ -311,11 +330,13 @@ def stack(xs, axis=0):
 
 @builtin()
 def shape(x):
+    """The shape of x as a 1-d integer tensor."""
     return np.array(np.shape(raw(tensor(x))), dtype=np.int64)
 
 
 @builtin("len")
 def len_(x):
+    """The number of items of a list or tuple, the letters of a string, or the size of a tensor's first axis."""
     if isinstance(x, (tuple, List, str)):
         return np.int64(len(x))
     r = raw(tensor(x))
@@ -326,16 +347,19 @@ def len_(x):
 
 @builtin()
 def zeros(shape):
+    """A tensor of zeros of the given shape (a list of sizes, or one size), in the run's float dtype."""
     return B.xp.zeros(new_shape(shape, "`zeros`"), dtype=B.float_dtype)
 
 
 @builtin()
 def ones(shape):
+    """A tensor of ones of the given shape (a list of sizes, or one size), in the run's float dtype."""
     return B.xp.ones(new_shape(shape, "`ones`"), dtype=B.float_dtype)
 
 
 @builtin()
 def eye(n):
+    """The n × n identity matrix in the run's float dtype."""
     n = integer(n, "n")
     check_elements((n, n), "`eye`")
     return B.xp.eye(n, dtype=B.float_dtype)
@@ -350,6 +374,7 @@ def _range_args(a, b, step):
 
 @builtin("range")
 def range_(a, b=None, step=None):
+    """The integers a, a + step, ... below b (`range(n)`: 0 … n − 1), as an integer tensor."""
     vals = _range_args(a, b, step)
     check_elements((len(range(*vals)),), "`range`")
     return B.xp.arange(*vals, dtype=np.int64)
@@ -357,6 +382,7 @@ def range_(a, b=None, step=None):
 
 @builtin()
 def arange(a, b=None, step=None):
+    """As `range`, but floats when any bound is a float (as np.arange)."""
     vals = [raw(tensor(v)) for v in (a, b, step) if v is not None]
     if any(kind(v) == "f" for v in vals):
         vals = [float(v) for v in vals]
@@ -372,6 +398,7 @@ def arange(a, b=None, step=None):
 
 @builtin()
 def linspace(a, b, n):
+    """n evenly spaced floats from a to b, both included."""
     n = integer(n, "n")
     check_elements((n,), "`linspace`")
     return B.xp.linspace(float(raw(tensor(a))), float(raw(tensor(b))), n, dtype=B.float_dtype)
@@ -379,6 +406,7 @@ def linspace(a, b, n):
 
 @builtin()
 def one_hot(labels, n):
+    """Integer labels as one-hot float rows of length n (a new last axis)."""
     lab = raw(tensor(labels))
     if kind(lab) not in ("i", "u"):
         raise DplError(f"`one_hot` needs integer labels, got {describe_type(labels)}")
@@ -398,6 +426,7 @@ def _one_hot(labels, n):
 
 @builtin()
 def mse(a, b):
+    """The mean of (a − b)² over all entries."""
     a, b = floats(a), floats(b)
     check_broadcast((np.shape(raw(a)), np.shape(raw(b))), "`mse`")
     d = ops.sub(a, b)
@@ -406,6 +435,7 @@ def mse(a, b):
 
 @builtin()
 def cross_entropy(logits, labels):
+    """The mean over all rows of −log softmax(logits)[label], integer labels over the last axis."""
     logits = floats(logits, "logits")
     lab = raw(tensor(labels, "labels"))
     if kind(lab) not in ("i", "u"):
@@ -426,6 +456,8 @@ def cross_entropy(logits, labels):
 
 @builtin(context=True)
 def uniform(interp, span, lo, hi, shape):
+    """Random floats uniform in [lo, hi) of the given shape, seeded by --seed (a recording that draws is not
+    replayed)."""
     graph.taint("a random draw (`uniform`) inside it")
     return B.xp.asarray(interp.rng.uniform(float(raw(lo)), float(raw(hi)), new_shape(shape, "`uniform`")),
                         dtype=B.float_dtype)
@@ -433,6 +465,8 @@ def uniform(interp, span, lo, hi, shape):
 
 @builtin(context=True)
 def normal(interp, span, mean, std, shape):
+    """Random floats from N(mean, std²) of the given shape, seeded by --seed (a recording that draws is not
+    replayed)."""
     graph.taint("a random draw (`normal`) inside it")
     return B.xp.asarray(interp.rng.normal(float(raw(mean)), float(raw(std)), new_shape(shape, "`normal`")),
                         dtype=B.float_dtype)
@@ -660,6 +694,7 @@ def load_header(interp, span, file):
 
 @builtin("print", context=True)
 def print_(interp, span, *values):
+    """Prints the values on one line, separated by spaces."""
     from .values import format_value
     graph.taint("`print` inside it")
     interp.stdout.write(" ".join(format_value(v) for v in values) + "\n")
@@ -712,11 +747,14 @@ def _grad(f, argnum, with_value):
 
 @builtin(takes_list=True)
 def grad(f, argnum=0):
+    """The function x ↦ ∂f/∂x of a function returning a 0-d float; `argnum` picks the argument (a list: a tuple of
+    gradients)."""
     return _grad(f, argnum, False)
 
 
 @builtin(takes_list=True)
 def value_and_grad(f, argnum=0):
+    """As `grad`, but the function returns (f(x), ∂f/∂x)."""
     return _grad(f, argnum, True)
 
 
@@ -724,6 +762,7 @@ def value_and_grad(f, argnum=0):
 
 @builtin(takes_list=True)
 def append(xs, v):
+    """The list `xs` with v added at the end (lists are values: `xs = append(xs, v)`)."""
     if not isinstance(xs, List):
         raise DplError(f"`append` adds to a list, got {describe_type(xs)}; start one with `xs = []`")
     return xs.append(v)
@@ -786,11 +825,13 @@ class JacobianFn:
 
 @builtin()
 def jacobian(f, argnum=0):
+    """The function x ↦ ∂f/∂x, shaped f(x).shape + x.shape (one backward pass per output entry)."""
     return JacobianFn(_function(f, "jacobian"), integer(argnum, "argnum"))
 
 
 @builtin()
 def hessian(f, argnum=0):
+    """The function x ↦ the Jacobian of ∂f/∂x (f returns a 0-d float), shaped x.shape + x.shape."""
     k = integer(argnum, "argnum")
     return JacobianFn(GradFn(_function(f, "hessian"), k, False), k, "hessian")
 
@@ -825,6 +866,7 @@ def _like(v, ref, what):
 
 @builtin()
 def stop_gradient(x):
+    """x itself, with no gradient flowing back through it."""
     return ops.stop_gradient(tensor(x))
 
 
@@ -928,7 +970,10 @@ def blend(p, a, b, span=None):
                        span) from None
 
 
-builtin("blend")(lambda p, a, b: blend(p, a, b))
+@builtin("blend")
+def blend_(p, a, b):
+    """p·a + (1 − p)·b with p broadcasting: what `soft if` computes; integers become floats."""
+    return blend(p, a, b)
 
 
 def soft_while_weights(cs, span):
@@ -999,11 +1044,13 @@ def _hyper(v, what):
 
 @builtin()
 def sgd(lr, momentum=0.0):
+    """Stochastic gradient descent for a `train` block: step size lr, with `momentum` (default 0)."""
     return OptimizerSpec("sgd", lr=_hyper(lr, "lr"), momentum=_hyper(momentum, "momentum"))
 
 
 @builtin()
 def adam(lr=0.001, betas=None, eps=1e-8):
+    """Adam for a `train` block: step lr, moment decays `betas` (default [0.9, 0.999]) and ε = eps."""
     b = (0.9, 0.999) if betas is None else _betas(betas)
     return OptimizerSpec("adam", lr=_hyper(lr, "lr"), betas=b, eps=_hyper(eps, "eps"))
 
@@ -1020,6 +1067,7 @@ def _betas(v) -> tuple:
 
 @builtin()
 def rmsprop(lr=0.01, alpha=0.99, eps=1e-8):
+    """RMSProp for a `train` block: step lr, squared-gradient decay `alpha`, ε = eps."""
     return OptimizerSpec("rmsprop", lr=_hyper(lr, "lr"), alpha=_hyper(alpha, "alpha"), eps=_hyper(eps, "eps"))
 
 

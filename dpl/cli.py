@@ -51,6 +51,12 @@ def _inspection(sub):
                                                "(default: DOT on stdout)")
             p.add_argument("--collapse", action="store_true", help="fold each function call into one box")
             p.add_argument("--format", choices=["tuple"], help="print ⟨n, l, E, f, α⟩ as text instead")
+            p.add_argument("--max-nodes-drawn", type=int, metavar="N",
+                           help="a graph of more nodes is drawn folded: each call as one box, then runs of "
+                                "consecutive boxes merged, to at most N boxes (default 500; not .json or tuple)")
+            p.add_argument("--layout-timeout", type=float, metavar="SECONDS",
+                           help="stop Graphviz after this long: .svg and .html are then laid out without it, "
+                                ".png and .pdf stop with an error (default 60)")
         elif name == "attention":
             p.add_argument("-o", "--out", help="image file (default: FILE's stem + .attention.png)")
         else:

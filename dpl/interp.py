@@ -813,6 +813,8 @@ class Interpreter:
             if not f.takes_list and (List in map(type, args) or List in map(type, kwargs.values())):
                 args = [_empty_as_tensor(a) for a in args]  # `[]` where a builtin wants a shape or axes
                 kwargs = {k: _empty_as_tensor(v) for k, v in kwargs.items()}
+            if f.context:  # odeint, attend, vjp, ...: what they record sits in a scope of its own (one box in tools)
+                return self._in_scope(f.name, span, f, args, kwargs)
             return f(self, args, kwargs, span)
         if isinstance(f, Function):
             return self.call_function(f, args, kwargs, span)
@@ -825,9 +827,18 @@ class Interpreter:
             raise DplError(f"module instances are created only in an assignment at top level or in a module "
                            f"body, as `name = {f.decl.name}(...)`", span)
         dpl_call = getattr(f, "dpl_call", None)
-        if dpl_call is not None:
-            return dpl_call(self, args, kwargs, span)
+        if dpl_call is not None:  # grad(f), jacobian(f), vmap(f), ...: in a scope named as the value prints
+            name = describe_type(f)
+            return self._in_scope(name[1:-1] if name.startswith("<") else name, span, dpl_call, args, kwargs)
         raise DplError(f"{describe_type(f)} is not a function", span)
+
+    def _in_scope(self, name, span, f, args, kwargs):
+        """`f(self, args, kwargs, span)` with the nodes it records in a scope `name`, which `dpl graph` folds."""
+        outer = graph.enter_scope("builtin", name, span)
+        try:
+            return f(self, args, kwargs, span)
+        finally:
+            graph.leave_scope(outer)
 
     def call_function(self, f: Function, args, kwargs, span):
         self.steps += 1  # a call is a step: recursion without loops is bounded by --max-steps too

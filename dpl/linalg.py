@@ -267,6 +267,7 @@ def linalg_builtin(fn):
 
 @linalg_builtin
 def solve_(A, b):
+    """x with A x = b (b [n] or [..., n, k], as NumPy 2), batched over leading axes."""
     A = _square(A, "solve")
     b, vector = _rhs(A, b, "solve")
     return _unrhs(solve(A, b), vector)
@@ -274,6 +275,7 @@ def solve_(A, b):
 
 @linalg_builtin
 def solve_triangular_(A, b, lower=True):
+    """x with A x = b, reading only the lower (default) or upper triangle of A."""
     A = _square(A, "solve_triangular")
     b, vector = _rhs(A, b, "solve_triangular")
     lower = lower if isinstance(lower, bool) else flag(lower, "lower")
@@ -282,44 +284,52 @@ def solve_triangular_(A, b, lower=True):
 
 @linalg_builtin
 def inv_(A):
+    """The inverse of A (batched); A must be invertible."""
     return inv(_square(A, "inv"))
 
 
 @linalg_builtin
 def det_(A):
+    """The determinant of A (batched)."""
     return det(_square(A, "det"))
 
 
 @linalg_builtin
 def slogdet(A):
+    """(sign, log|det A|) of A (batched); the gradient goes to log|det A|."""
     A = _square(A, "slogdet")
     return signdet(A), logabsdet(A)
 
 
 @linalg_builtin
 def cholesky_(A):
+    """The lower Cholesky factor L of A = L Lᵀ, from A's symmetric part; A must be positive definite."""
     return cholesky(_square(A, "cholesky"))
 
 
 @linalg_builtin
 def eigh(A):
+    """(w, V) of a symmetric A: ascending eigenvalues and eigenvectors as columns (from A's symmetric part)."""
     A = _square(A, "eigh")
     return eigh_values(A), eigh_vectors(A)
 
 
 @linalg_builtin
 def eigvalsh(A):
+    """The ascending eigenvalues of a symmetric A (from its symmetric part)."""
     return eigh_values(_square(A, "eigvalsh"))
 
 
 @linalg_builtin
 def svd(A):
+    """The reduced (U, s, Vh) with A = U diag(s) Vh, s descending."""
     A = _matrices(A, "svd")
     return svd_u(A), svd_s(A), svd_vh(A)
 
 
 @linalg_builtin
 def svdvals(A):
+    """The singular values of A, descending."""
     return svd_s(_matrices(A, "svdvals"))
 
 
@@ -338,11 +348,13 @@ def qr(A):
 
 @linalg_builtin
 def expm_(A):
+    """The matrix exponential of A (batched); it differentiates again."""
     return expm(_square(A, "expm"))
 
 
 @linalg_builtin
 def matrix_power(A, n):
+    """A to the integer power n (n < 0 inverts first, n = 0 gives the identity)."""
     A, n = _square(A, "matrix_power"), integer(n, "n")
     if n == 0:
         shp = np.shape(raw(A))

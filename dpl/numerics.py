@@ -114,7 +114,10 @@ logaddexp = defop("logaddexp", [_logaddexp_vjp(0), _logaddexp_vjp(1)])(lambda x,
 
 
 def _unary(op):
-    return lambda x: op(floats(x))
+    def fn(x):
+        """The elementwise function its name says, as NumPy or scipy.special has it, on floats."""
+        return op(floats(x))
+    return fn
 
 
 for _op in (sign, floor, ceil, log1p, expm1, log2, log10, exp2, sinh, cosh, arcsin, arccos, arctan,
@@ -125,6 +128,8 @@ builtin("round")(_unary(round_))
 
 def _binary(op):
     def fn(a, b):
+        """The two-argument function its name says (arctan2(y, x), hypot(x, y), logaddexp(x, y)), elementwise on
+        floats, broadcasting."""
         a, b = floats(a), floats(b)
         check_broadcast((np.shape(raw(a)), np.shape(raw(b))), f"`{op.name}`")
         return op(a, b)
@@ -137,22 +142,26 @@ for _op in (arctan2, hypot, logaddexp):
 
 @builtin()
 def square(x):
+    """x² elementwise."""
     x = floats(x)
     return mul(x, x)
 
 
 @builtin()
 def reciprocal(x):
+    """1 / x elementwise, on floats."""
     return div(1.0, floats(x))
 
 
 @builtin()
 def digamma(x):
+    """ψ(x) = Γ′(x)/Γ(x) elementwise, as scipy.special.digamma."""
     return polygamma(floats(x), n=0)
 
 
 @builtin("polygamma")
 def polygamma_(n, x):
+    """The n-th derivative of digamma at x (integer n ≥ 0), as scipy.special.polygamma."""
     n = integer(n, "n")
     if n < 0:
         raise DplError(f"`polygamma` needs an order n ≥ 0, got {n}")
@@ -288,12 +297,14 @@ def _sortable(x, what):
 
 @builtin()
 def sort(x, axis=-1):
+    """x sorted along `axis` (default the last), stable; the gradient goes back through the permutation."""
     x, ax = _flat_or(_sortable(x, "sort"), axis)
     return take_along(x, argsort(x, axis=ax), axis=ax)
 
 
 @builtin("argsort")
 def argsort_(x, axis=-1):
+    """The integer indices that sort x along `axis` (default the last), stable."""
     x, ax = _flat_or(_sortable(x, "argsort"), axis)
     return argsort(x, axis=ax)
 
@@ -312,18 +323,21 @@ def topk(x, k, axis=-1):
 
 @builtin("cumsum")
 def cumsum_(x, axis=None):
+    """Running sums along `axis` (without one: over the flattened tensor)."""
     x, ax = _flat_or(_sortable(x, "cumsum"), axis)
     return cumsum(x, axis=ax)
 
 
 @builtin()
 def cumprod(x, axis=None):
+    """Running products along `axis` (without one: over the flattened tensor); exact gradients at zeros."""
     x, ax = _flat_or(_sortable(x, "cumprod"), axis)
     return cumprod_of(x, ax)
 
 
 @builtin()
 def prod(x, axis=None, keepdims=False):
+    """The product of all entries, or over `axis`, as `sum`; exact gradients at zeros."""
     x = tensor(x)
     if kind(x) == "b":
         raise DplError(f"`prod` needs numbers, got {describe_type(x)}")
@@ -332,6 +346,7 @@ def prod(x, axis=None, keepdims=False):
 
 @builtin()
 def diff(x, n=1, axis=-1):
+    """The n-th discrete difference along `axis` (default the last), as np.diff."""
     x = _sortable(x, "diff")
     ax, n = one_axis(x, axis), integer(n, "n")
     if n < 0:
@@ -366,6 +381,7 @@ def _ddof(x, axis, ddof):
 
 @builtin()
 def var(x, axis=None, ddof=0, keepdims=False):
+    """The variance over all entries or `axis`, dividing by N − ddof."""
     x = floats(x)
     axis = check_axis(x, axis_arg(axis))
     return var_of(x, axis, _ddof(x, axis, ddof), _keep(keepdims))
@@ -373,6 +389,7 @@ def var(x, axis=None, ddof=0, keepdims=False):
 
 @builtin()
 def std(x, axis=None, ddof=0, keepdims=False):
+    """The standard deviation over all entries or `axis`, dividing by N − ddof."""
     x = floats(x)
     axis = check_axis(x, axis_arg(axis))
     return sqrt(var_of(x, axis, _ddof(x, axis, ddof), _keep(keepdims)))
@@ -417,11 +434,13 @@ def _quantile(x, q, axis, keepdims, what):
 
 @builtin()
 def quantile(x, q, axis=None, keepdims=False):
+    """The q-quantile(s) (q in [0, 1], a number or 1-d) with linear interpolation, as np.quantile."""
     return _quantile(x, q, axis, keepdims, "quantile")
 
 
 @builtin()
 def median(x, axis=None, keepdims=False):
+    """The median over all entries or `axis` (the mean of the two middle entries for an even count)."""
     return _quantile(x, B.xp.asarray(0.5, dtype=B.float_dtype), axis, keepdims, "median")
 
 
@@ -452,6 +471,7 @@ def _gather(x, ax, idx):
 
 @builtin()
 def split(x, sizes, axis=0):
+    """A tuple of parts of x along `axis`: `sizes` a list of part sizes or a number of equal parts."""
     x = tensor(x)
     ax = one_axis(x, axis)
     n = np.shape(raw(x))[ax]
@@ -469,6 +489,7 @@ def split(x, sizes, axis=0):
 
 @builtin()
 def flip(x, axis=None):
+    """x reversed along `axis` (without one: along every axis)."""
     x = tensor(x)
     axes = _axes(x, axis)
     if not axes:
@@ -478,6 +499,7 @@ def flip(x, axis=None):
 
 @builtin()
 def roll(x, shift, axis=None):
+    """x shifted cyclically by `shift` along `axis` (without one: over the flattened tensor)."""
     x = tensor(x)
     shifts = _ints(shift, "shift")
     if axis is None:
@@ -537,6 +559,7 @@ def pad(x, width, mode="constant", value=0.0):
 
 @builtin()
 def repeat(x, repeats, axis=None):
+    """Each entry repeated `repeats` times along `axis` (without one: of the flattened tensor)."""
     x = tensor(x)
     if axis is None:
         x, ax = ops.reshape(x, shape=(-1,)), 0
@@ -553,6 +576,7 @@ def repeat(x, repeats, axis=None):
 
 @builtin()
 def tile(x, reps):
+    """x tiled `reps` times along each axis, as np.tile."""
     x = tensor(x)
     r = _ints(reps, "reps")
     if any(k < 0 for k in r):
@@ -582,11 +606,13 @@ def _triangle(x, k, upper):
 
 @builtin()
 def tril(x, k=0):
+    """The lower triangle of the last two axes, from diagonal k up (the rest 0)."""
     return _triangle(_matrix(x, "tril"), integer(k, "k"), False)
 
 
 @builtin()
 def triu(x, k=0):
+    """The upper triangle of the last two axes, from diagonal k up (the rest 0)."""
     return _triangle(_matrix(x, "triu"), integer(k, "k"), True)
 
 
@@ -604,6 +630,7 @@ def diagonal_of(x, offset=0, axis1=-2, axis2=-1):
 
 @builtin()
 def diagonal(x, offset=0, axis1=0, axis2=1):
+    """The diagonal `offset` of the axes axis1 and axis2, as the new last axis."""
     x = _matrix(x, "diagonal")
     a1, a2 = one_axis(x, axis1, "axis1"), one_axis(x, axis2, "axis2")
     if a1 == a2:
@@ -627,11 +654,13 @@ def diag(x, k=0):
 
 @builtin()
 def trace(x, offset=0, axis1=0, axis2=1):
+    """The sum of the diagonal `offset` of the axes axis1 and axis2."""
     return ops.sum_(diagonal(x, offset, axis1, axis2), axis=-1)
 
 
 @builtin()
 def outer(a, b):
+    """The outer product of a and b (flattened)."""
     a, b = _promote_all([a, b], "outer")
     check_elements((np.size(raw(a)), np.size(raw(b))), "`outer`")
     return mul(ops.reshape(a, shape=(-1, 1)), ops.reshape(b, shape=(1, -1)))
@@ -648,6 +677,7 @@ def _promote_all(xs, what):
 
 @builtin()
 def kron(a, b):
+    """The Kronecker product of a and b."""
     a, b = _promote_all([a, b], "kron")
     sa, sb = np.shape(raw(a)), np.shape(raw(b))
     nd = max(len(sa), len(sb))
@@ -660,6 +690,7 @@ def kron(a, b):
 
 @builtin()
 def tensordot(a, b, axes=2):
+    """Sums over the last `axes` axes of a and the first of b, or over [[axes of a], [axes of b]]."""
     a, b = _promote_all([a, b], "tensordot")
     sa, sb = np.shape(raw(a)), np.shape(raw(b))
     r = np.asarray(B.to_host(raw(tensor(axes, "axes"))))

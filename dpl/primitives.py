@@ -107,11 +107,14 @@ def _attention(interp, span, q, K, score, mask):
 
 @builtin(context=True)
 def attention(interp, span, q, K, score="dot", mask=None):
+    """The weights α = softmax(score(q, Kᵢ)) over the keys; `score` "dot", "scaled_dot", "cosine" or a function;
+    `mask` true where a key may be attended."""
     return _attention(interp, span, q, K, score, mask)[0]
 
 
 @builtin(context=True)
 def attend(interp, span, q, K, V, score="dot", mask=None):
+    """Σᵢ αᵢ Vᵢ with α = attention(q, K, score, mask); a fully masked row gives zeros."""
     alpha, single = _attention(interp, span, q, K, score, mask)
     V = floats(V, "V")
     if np.shape(raw(V))[-2:-1] != np.shape(raw(K))[-2:-1]:
@@ -155,17 +158,20 @@ def _address(M, key, beta):
 
 @builtin()
 def address(M, key, beta):
+    """Content-based weights α = softmax(beta · cos(key, Mᵢ)) over the rows of memory M."""
     return _address(M, key, beta)[0]
 
 
 @builtin("read")
 def read_(M, key, beta):
+    """αᵀM: the rows of memory M weighted by address(M, key, beta)."""
     alpha, single = _address(M, key, beta)
     return _weighted_rows(alpha, floats(M), single)
 
 
 @builtin()
 def write(M, w, erase, add):
+    """M ∘ (1 − w eraseᵀ) + w addᵀ: w weights M's rows, erase and add its columns."""
     M, w, erase, add = floats(M, "M"), floats(w, "w"), floats(erase, "erase"), floats(add, "add")
     sw, se = np.shape(raw(w)), np.shape(raw(erase))
     sa, sm = np.shape(raw(add)), np.shape(raw(M))
@@ -281,6 +287,10 @@ def _dopri5(interp, span, rhs, y, t0, t1, steps, rtol, atol, max_steps=100000):
 
 @builtin(context=True)
 def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol=1e-9, ts=None):
+    """y(t1) of dy/dt = f(t, y), y(t0) = y0, differentiable w.r.t. y0, t0, t1 and what f reads. `method` "rk4",
+    "midpoint" or "euler" takes `steps` fixed steps; "dopri5" (adaptive Dormand–Prince) starts from `steps` and
+    keeps the error within `atol` + `rtol`·|y|. With `ts` (a 1-d grid of times, integrated from t0) it returns y at
+    each of them, stacked along a new first axis, and t1 is not used."""
     if not isinstance(f, (Function, Instance)) and not hasattr(f, "dpl_call"):
         raise DplError(f"`odeint` integrates a function f(t, y), got {describe_type(f)}")
     y0, t0, t1 = floats(y0, "y0"), floats(t0, "t0"), floats(t1, "t1")
@@ -391,6 +401,7 @@ def _check_csr(data, indices, indptr, shp) -> None:
 
 @builtin()
 def csr(data, indices, indptr, shape):
+    """A sparse matrix from CSR parts (data, column indices, row pointers, [rows, cols]) as scipy.sparse takes them."""
     from .builtins import shape_arg
     sp = _sparse_module()
     shp = shape_arg(shape)
@@ -407,6 +418,8 @@ def csr(data, indices, indptr, shape):
 
 @builtin()
 def adjacency(edges, n, self_loops=True, normalize="sym"):
+    """The sparse n × n matrix of an undirected graph from [2, E] integer edges; `normalize` "sym" (D^-½ A D^-½),
+    "row" or "none"."""
     from .builtins import flag
     sp = _sparse_module()
     e = np.asarray(B.to_host(raw(tensor(edges, "edges"))))
@@ -436,6 +449,7 @@ def adjacency(edges, n, self_loops=True, normalize="sym"):
 
 @builtin()
 def dense(A):
+    """A sparse matrix as a dense tensor."""
     if not isinstance(A, Sparse):
         raise DplError(f"`dense` takes a sparse matrix, got {describe_type(A)}")
     check_elements(A.shape, "`dense`")

@@ -282,7 +282,8 @@ class Session:
             check_graph_output(dest)  # a bad name or place is said before recording, and no empty file is left
         g, n_variables = self.record_graph(expr)
         if dest:
-            write_graph(g, Path(dest), n_variables)
+            for note in write_graph(g, Path(dest), n_variables):  # a large graph is drawn folded: say so
+                print(note, file=self.out)
             print(f"wrote {dest} ({g.n} nodes, {g.l} inputs)", file=self.out)
         elif g.n:
             print(g.pretty(), file=self.out)
@@ -339,10 +340,10 @@ class Session:
         return sorted(n for n in names if n.startswith(word) and "." not in n)
 
 
-def write_graph(g: Graph, path: Path, n_variables: int) -> None:
-    """Any format dpl.viz writes (from the extension), written atomically."""
+def write_graph(g: Graph, path: Path, n_variables: int) -> list:
+    """Any format dpl.viz writes (from the extension), written atomically; returns dpl.viz's notes."""
     from .viz import write_graph as viz_write_graph
-    viz_write_graph(as_recording(g, n_variables), str(path))
+    return viz_write_graph(as_recording(g, n_variables), str(path))
 
 
 def as_recording(g: Graph, n_variables: int):

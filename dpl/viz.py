@@ -6,14 +6,20 @@ loop iteration or soft-while step the interpreter had open, see graph.Scope), wh
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import html
 import io
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +32,9 @@ from .record import record as record_call
 from .paramfile import prepare_output, refuse_same_files, write_atomic
 
 RENDERED = (".svg", ".png", ".pdf")
+MAX_DRAWN = 500       # boxes past which a drawing is folded: `dot` takes minutes on a few thousand
+DOT_PAGE_LIMIT = 200  # the HTML page is laid out by `dot` up to this many boxes, in Python past it
+LAYOUT_SECONDS = 60.0  # how long `dot` may take before .svg and .html fall back to the Python layout
 INSTALL_DOT = ("Graphviz's `dot` program is not installed; install it with `apt install graphviz` (Debian/Ubuntu) "
                "or `brew install graphviz` (macOS); .dot, .json and .html output work without it")
 
@@ -119,6 +128,7 @@ class Item:
     call: int      # the call cluster it sits in (0, 1: none)
     output: bool = False
     count: int = 0     # nodes folded into a call box
+    copy_of: str = ""  # an input drawn again beside one of its uses (`input_copies`)
 
 
 def display(rec: Recording, collapse: bool = False):
@@ -151,6 +161,50 @@ def display(rec: Recording, collapse: bool = False):
     return list(items.values()), edges
 
 
+def merge_runs(items: list, edges: list, budget: int):
+    """Runs of consecutive boxes merged so that at most `budget` boxes remain besides the inputs. Boxes come in
+    recording order (a topological order), so edges between runs still go forward: the drawing stays a DAG."""
+    inputs = [it for it in items if it.kind in ("arg", "param")]
+    rest = [it for it in items if it.kind not in ("arg", "param")]
+    per = -(-len(rest) // max(1, budget - len(inputs)))
+    where, runs = {it.id: it.id for it in inputs}, []
+    for k in range(0, len(rest), per):
+        run, rid = rest[k:k + per], f"r{len(runs) + 1}"
+        ops = sum(it.count or 1 for it in run)
+        names = list(dict.fromkeys(it.lines[0] for it in run))
+        tip = "\n".join(dict.fromkeys(t for t in (run[0].tooltip, run[-1].tooltip) if t))
+        runs.append(Item(rid, [names[0] + " …" * (len(names) > 1), f"{len(run)} boxes, {ops} ops"], "call",
+                         f"{' · '.join(names[:3])}{' …' * (len(names) > 3)}\n{tip}", 0,
+                         any(it.output for it in run), ops))
+        where.update((it.id, rid) for it in run)
+    return inputs + runs, list(dict.fromkeys((where[a], where[b]) for a, b in edges if where[a] != where[b]))
+
+
+@dataclass
+class Drawing:
+    """The boxes and edges to draw, and how the graph was folded to get them ('' when it was not)."""
+    items: list
+    edges: list
+    folded: str = ""
+
+
+def drawing(rec: Recording, collapse: bool = False, max_drawn: int | None = None) -> Drawing:
+    """Every node, or with `collapse` each call below the traced one as one box. Past `max_drawn` boxes calls
+    are folded anyway, and when that is not enough runs of consecutive boxes are merged (`merge_runs`)."""
+    items, edges = display(rec, collapse)
+    if max_drawn is None or len(items) <= max_drawn:
+        return Drawing(items, edges)
+    how = [] if collapse else ["each call folded into one box"]
+    if not collapse:
+        items, edges = display(rec, True)
+    if len(items) > max_drawn:
+        items, edges = merge_runs(items, edges, max_drawn)
+        how.append("runs of consecutive boxes merged")
+    return Drawing(items, edges, f"the graph has {rec.graph.n} nodes, more than {max_drawn}: drawn as "
+                                 f"{len(items)} boxes, {' and '.join(how)} "
+                                 f"(`dpl graph --max-nodes-drawn N` sets the limit)")
+
+
 # ---- DOT ---------------------------------------------------------------------------------------------------
 
 def _q(s: str) -> str:
@@ -160,8 +214,31 @@ def _q(s: str) -> str:
 _FILL = {"arg": "#ffd8a8", "param": "#a5d8ff", "op": "#ffffff", "call": "#e9ecef"}
 
 
+HUB = 4  # an input that feeds more boxes is drawn again beside each use, as TensorBoard does: dot lays out a
+         # long edge as one virtual node per rank it crosses, and a parameter read in every step of a loop made it
+         # take minutes on a hundred boxes (well under a second with the copies)
+
+
+def input_copies(d: Drawing):
+    """The drawing's boxes and edges with each input of more than HUB uses replaced by one copy per use."""
+    uses = Counter(a for a, _ in d.edges)
+    hubs = {it.id: it for it in d.items if it.kind in ("arg", "param") and uses[it.id] > HUB}
+    if not hubs:
+        return d.items, d.edges
+    call = {it.id: it.call for it in d.items}
+    items, edges = list(d.items), []
+    for a, b in d.edges:
+        if a in hubs:
+            items.append(replace(hubs[a], id=f"{a}_{b}", call=call[b], output=False, copy_of=a))
+            a = f"{a}_{b}"
+        edges.append((a, b))
+    return items, edges
+
+
 def _dot_node(it: Item) -> str:
     attrs = {"label": "\n".join(it.lines), "tooltip": it.tooltip or it.lines[0], "fillcolor": _FILL[it.kind]}
+    if it.copy_of:
+        attrs["style"] = "rounded,filled,dashed"
     if it.kind in ("arg", "param"):
         attrs["shape"] = "ellipse"
     if it.kind == "call":
@@ -170,10 +247,11 @@ def _dot_node(it: Item) -> str:
     return f"{it.id} [" + ", ".join(f"{k}={_q(v)}" for k, v in attrs.items()) + extra + "];"
 
 
-def to_dot(rec: Recording, collapse: bool = False) -> str:
-    """Graphviz source: inputs as coloured ellipses (arguments orange, parameters blue), outputs doubly framed,
-    nodes clustered by the DPL call that recorded them, tooltips with the source line."""
-    items, edges = display(rec, collapse)
+def to_dot(rec: Recording, d: Drawing | None = None) -> str:
+    """Graphviz source of a drawing (default: every node): inputs as coloured ellipses (arguments orange,
+    parameters blue), outputs doubly framed, nodes clustered by the DPL call that recorded them, tooltips with
+    the source line."""
+    items, edges = input_copies(d or drawing(rec))
     out = ["digraph dpl {",
            '  graph [rankdir=TB, fontname="Helvetica", fontsize=10];',
            '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
@@ -213,15 +291,62 @@ def find_dot() -> str | None:
     return shutil.which("dot")
 
 
-def render(dot_source: str, fmt: str) -> bytes:
-    """Run Graphviz's `dot -T<fmt>`; a DplError saying how to install it when it is missing."""
+class LayoutTimeout(DplError):
+    """`dot` ran past its time limit (and was killed)."""
+
+
+def render(dot_source: str, fmt: str, timeout: float = LAYOUT_SECONDS) -> bytes:
+    """Run Graphviz's `dot -T<fmt>` for at most `timeout` seconds; a DplError saying how to install it when it is
+    missing, LayoutTimeout when it takes too long."""
     exe = find_dot()
     if exe is None:
         raise DplError(f"cannot render .{fmt}: {INSTALL_DOT}")
-    r = subprocess.run([exe, f"-T{fmt}"], input=dot_source.encode(), capture_output=True)
-    if r.returncode != 0:
-        raise DplError(f"dot failed: {r.stderr.decode(errors='replace').strip()}")
-    return r.stdout
+    try:
+        code, out, err = run_child([exe, f"-T{fmt}"], dot_source.encode(), timeout)
+    except subprocess.TimeoutExpired:
+        raise LayoutTimeout(f"Graphviz's `dot` did not finish in {timeout:g} s (--layout-timeout)") \
+            from None
+    if code != 0:
+        raise DplError(f"dot failed: {err.decode(errors='replace').strip()}")
+    return out
+
+
+_PR_SET_DEATHSIG = 1  # <linux/prctl.h>
+
+
+@functools.cache
+def _prctl():
+    """libc's prctl on Linux (None elsewhere), looked up in dpl itself: the child must not load anything."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with(parent: int, prctl) -> None:
+    """In the child before exec: the kernel sends it SIGKILL when dpl dies, however dpl dies (SIGKILL too)."""
+    prctl(_PR_SET_DEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # dpl died before that took effect
+        os._exit(1)
+
+
+def run_child(argv: list, data: bytes, timeout: float):
+    """Run `argv` with `data` on its stdin in a process group of its own: (exit code, stdout, stderr). The group is
+    killed on timeout (subprocess.TimeoutExpired) and on anything that stops dpl meanwhile: Ctrl-C, an error, and
+    on Linux also dpl's own death by SIGTERM or SIGKILL (PR_SET_DEATHSIG). No `dot` outlives dpl."""
+    prctl = _prctl()
+    setup = functools.partial(_die_with, os.getpid(), prctl) if prctl is not None else None
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          start_new_session=True, preexec_fn=setup) as child:
+        try:
+            out, err = child.communicate(data, timeout=timeout)
+        finally:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+        return child.returncode, out, err
 
 
 # ---- text and JSON ------------------------------------------------------------------------------------------
@@ -286,41 +411,44 @@ def to_json(rec: Recording) -> str:
 
 # ---- HTML ------------------------------------------------------------------------------------------------
 
-def layered_svg(rec: Recording, collapse: bool = False) -> str:
-    """A plain SVG drawing when `dot` is missing: layer = longest path from the inputs, boxes left to right."""
-    items, edges = display(rec, collapse)
-    layer, changed = {it.id: 0 for it in items}, True
-    while changed:  # longest paths; edges mostly come in node order, so this settles in a pass or two
-        changed = False
-        for a, b in edges:
-            if layer[b] <= layer[a]:
-                layer[b], changed = layer[a] + 1, True
-    rows: dict[int, list] = {}
-    for it in items:
-        rows.setdefault(layer[it.id], []).append(it)
+def layered_svg(d: Drawing, standalone: bool = False) -> str:
+    """A plain SVG drawing without `dot`: one row per topological generation (longest path from the inputs), each
+    row ordered by where its boxes' inputs sit, which uncrosses most edges. O(nodes + edges)."""
+    import networkx as nx
+    g = nx.DiGraph()
+    g.add_nodes_from(it.id for it in d.items)
+    g.add_edges_from(d.edges)
+    order = {it.id: k for k, it in enumerate(d.items)}
+    x, rows = {}, []
+    for gen in nx.topological_generations(g):
+        row = sorted(gen, key=lambda i: (sum(x[p] for p in g.pred[i]) / max(1, len(g.pred[i])), order[i]))
+        x.update((i, k) for k, i in enumerate(row))
+        rows.append(row)
     w, h, gx, gy = 130, 38, 20, 42
-    pos = {it.id: (gx + k * (w + gx), gy + r * (h + gy)) for r, row in rows.items() for k, it in enumerate(row)}
-    width = gx + max(len(row) for row in rows.values()) * (w + gx) if rows else 100
+    pos = {i: (gx + x[i] * (w + gx), gy + r * (h + gy)) for r, row in enumerate(rows) for i in row}
+    width = gx + max(map(len, rows)) * (w + gx) if rows else 100
     height = gy + len(rows) * (h + gy)
-    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-family="Helvetica" '
+    ns = ' xmlns="http://www.w3.org/2000/svg"' if standalone else ""  # inline SVG in HTML needs no namespace
+    out = [f'<svg{ns} viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-family="Helvetica" '
            f'font-size="11"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" '
            f'markerHeight="6" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
-    for a, b in edges:
+    for a, b in d.edges:
         (xa, ya), (xb, yb) = pos[a], pos[b]
-        out.append(f'<line x1="{xa + w / 2}" y1="{ya + h}" x2="{xb + w / 2}" y2="{yb}" stroke="#555" '
+        xa, ya, xb, bend = xa + w / 2, ya + h, xb + w / 2, gy / 2
+        out.append(f'<path d="M{xa},{ya} C{xa},{ya + bend} {xb},{yb - bend} {xb},{yb}" fill="none" stroke="#555" '
                    f'marker-end="url(#arrow)"/>')
-    for it in items:
-        x, y = pos[it.id]
+    for it in d.items:
+        x0, y0 = pos[it.id]
         rx = h / 2 if it.kind in ("arg", "param") else 6
         stroke = 'stroke-width="3"' if it.output else 'stroke-width="1"'
         out.append(f'<g class="node" id="{it.id}"><title>{it.id}</title>'
-                   f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="{rx}" fill="{_FILL[it.kind]}" '
+                   f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" rx="{rx}" fill="{_FILL[it.kind]}" '
                    f'stroke="#333" {stroke}/>'
-                   f'<text x="{x + w / 2}" y="{y + 16}" text-anchor="middle">{html.escape(it.lines[0][:22])}</text>'
-                   f'<text x="{x + w / 2}" y="{y + 30}" text-anchor="middle" fill="#555">'
+                   f'<text x="{x0 + w / 2}" y="{y0 + 16}" text-anchor="middle">{html.escape(it.lines[0][:22])}</text>'
+                   f'<text x="{x0 + w / 2}" y="{y0 + 30}" text-anchor="middle" fill="#555">'
                    f'{html.escape(it.lines[1][:22])}</text></g>')
     out.append("</svg>")
-    return "\n".join(out)
+    return "\n".join(out) + "\n"
 
 
 _SCRIPT = """
@@ -363,19 +491,26 @@ window.addEventListener('mousemove', e => {
 """
 
 
-def to_html(rec: Recording, collapse: bool = False, title: str = "dpl graph") -> str:
-    """One self-contained page: the drawing inline (dot's SVG, or `layered_svg` without dot), zoom with the wheel,
-    pan by dragging, and op, shape, value statistics and source line of each node on hover."""
-    items, _ = display(rec, collapse)
-    if find_dot():
-        svg = render(to_dot(rec, collapse), "svg").decode()
-        svg = svg[svg.index("<svg"):]
-        svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)  # inline SVG in HTML needs no namespace URLs
-        svg = re.sub(r'<a xlink:title="[^"]*">|</a>', "", svg)  # our hover box replaces dot's tooltips
-    else:
-        svg = layered_svg(rec, collapse)
+def to_html(rec: Recording, d: Drawing | None = None, title: str = "dpl graph",
+            timeout: float = LAYOUT_SECONDS) -> tuple[str, str]:
+    """One self-contained page: the drawing inline (dot's SVG up to DOT_PAGE_LIMIT boxes, else, or when dot is
+    missing or too slow, `layered_svg`), zoom with the wheel, pan by dragging, and op, shape, value statistics and
+    source line of each node on hover. Returns the page and a note when dot ran out of time ('' otherwise)."""
+    d = d or drawing(rec)
+    svg, note = None, ""
+    if find_dot() and len(d.items) <= DOT_PAGE_LIMIT:
+        try:
+            svg = render(to_dot(rec, d), "svg", timeout).decode()
+        except LayoutTimeout as e:
+            note = f"{e.message}; the page is laid out without it"
+        else:
+            svg = svg[svg.index("<svg"):]
+            svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)  # inline SVG in HTML needs no namespace URLs
+            svg = re.sub(r'<a xlink:title="[^"]*">|</a>', "", svg)  # our hover box replaces dot's tooltips
+    if svg is None:
+        svg = layered_svg(d)
     info = {}
-    for it in items:
+    for it in d.items:
         if it.id.startswith("n"):
             node = rec.graph.nodes[int(it.id[1:]) - 1]
             call = rec.calls.get(rec.owner[node.id])
@@ -385,7 +520,10 @@ def to_html(rec: Recording, collapse: bool = False, title: str = "dpl graph") ->
                                                 f"in {call.name}" if call and call.id > 1 else "") if x)
         else:
             info[it.id] = "\n".join(it.lines + [it.tooltip])
+    for it in input_copies(d)[0][len(d.items):]:
+        info[it.id] = info[it.copy_of]
     data = json.dumps(info).replace("</", "<\\/")
+    drawn = f", drawn as {len(d.items)} boxes" if d.folded else ""
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -395,7 +533,7 @@ html, body {{ margin: 0; height: 100%; font-family: Helvetica, Arial, sans-serif
 #tip {{ position: fixed; display: none; white-space: pre; background: #fffbe6; border: 1px solid #999;
         padding: 6px 8px; font: 12px monospace; pointer-events: none; box-shadow: 2px 2px 6px #aaa; }}
 </style></head><body>
-<div id="bar">{html.escape(title)} — n = {rec.graph.n}, l = {rec.graph.l}, |E| = {len(rec.graph.E)}
+<div id="bar">{html.escape(title)} — n = {rec.graph.n}, l = {rec.graph.l}, |E| = {len(rec.graph.E)}{drawn}
  · wheel to zoom, drag to pan, hover a node for its values</div>
 <div id="view">
 {svg}
@@ -404,23 +542,37 @@ html, body {{ margin: 0; height: 100%; font-family: Helvetica, Arial, sans-serif
 <script type="application/json" id="info">{data}</script>
 <script>{_SCRIPT}</script>
 </body></html>
-"""
+""", note
 
 
-def write_graph(rec: Recording, out: str, collapse: bool = False, title: str = "dpl graph") -> None:
-    """Write the drawing to `out`, the format taken from its extension."""
+def write_graph(rec: Recording, out: str, collapse: bool = False, title: str = "dpl graph",
+                max_drawn: int | None = MAX_DRAWN, timeout: float = LAYOUT_SECONDS) -> list:
+    """Write the drawing to `out`, the format taken from its extension (.json: the whole graph, never folded).
+    Returns what to tell the user: how a large graph was folded, and a layout `dot` did not finish in time."""
     ext = Path(out).suffix.lower()
+    if ext not in GRAPH_FORMATS:
+        raise _unknown_graph_format(out)
+    d = drawing(rec, collapse, max_drawn) if ext != ".json" else None
+    notes = [d.folded] if d and d.folded else []
     if ext in RENDERED:
-        data = render(to_dot(rec, collapse), ext[1:])
+        try:
+            data = render(to_dot(rec, d), ext[1:], timeout)
+        except LayoutTimeout as e:
+            if ext != ".svg":
+                raise DplError(f"{e.message}; draw fewer boxes with --max-nodes-drawn N, or write .svg or .html, "
+                               f"which are then laid out without it") from None
+            data = layered_svg(d, standalone=True).encode()
+            notes.append(f"{e.message}; drawn without it")
     elif ext in (".dot", ".gv"):
-        data = to_dot(rec, collapse).encode()
+        data = to_dot(rec, d).encode()
     elif ext == ".json":
         data = to_json(rec).encode()
-    elif ext in (".html", ".htm"):
-        data = to_html(rec, collapse, title).encode()
     else:
-        raise _unknown_graph_format(out)
+        page, note = to_html(rec, d, title, timeout)
+        data = page.encode()
+        notes += [note] if note else []
     write_atomic(out, data)
+    return notes
 
 
 GRAPH_FORMATS = RENDERED + (".dot", ".gv", ".json", ".html", ".htm")
@@ -560,6 +712,13 @@ def inspect_command(args, path: Path, loaded) -> int:
         prepare_output(out, "-o")
     elif out:
         check_graph_output(out, args.format == "tuple")
+    if args.command == "graph":
+        max_drawn = MAX_DRAWN if args.max_nodes_drawn is None else args.max_nodes_drawn
+        timeout = LAYOUT_SECONDS if args.layout_timeout is None else args.layout_timeout
+        if max_drawn < 1:
+            raise DplError(f"--max-nodes-drawn must be at least 1, got {max_drawn}")
+        if not 0 < timeout < float("inf"):
+            raise DplError(f"--layout-timeout must be a positive number of seconds, got {args.layout_timeout:g}")
     interp = Interpreter(mode="run", seed=args.seed, stdout=sys.stderr, loaded_params=loaded)
     interp.run_file(path)
     prog = Program(interp)
@@ -576,13 +735,20 @@ def inspect_command(args, path: Path, loaded) -> int:
         return 0
     rec = record(prog, args.fn, *call_args)
     if args.format == "tuple" or not args.out:
-        text = to_tuple_text(rec) if args.format == "tuple" else to_dot(rec, args.collapse)
+        if args.format == "tuple":
+            text = to_tuple_text(rec)
+        else:
+            d = drawing(rec, args.collapse, max_drawn)
+            text = to_dot(rec, d)
+            if d.folded:
+                print(f"dpl: {d.folded}", file=sys.stderr)
         if not args.out:
             sys.stdout.write(text)
             return 0
         write_atomic(args.out, text.encode())
     else:
-        write_graph(rec, args.out, args.collapse, f"{path.name}: {args.fn}")
+        for note in write_graph(rec, args.out, args.collapse, f"{path.name}: {args.fn}", max_drawn, timeout):
+            print(f"dpl: {note}", file=sys.stderr)
     print(f"graph of {args.fn}: {rec.graph.n} nodes, {len(rec.graph.E)} edges, written to {args.out}",
           file=sys.stderr)
     return 0

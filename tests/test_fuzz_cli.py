@@ -130,11 +130,13 @@ FLAGS = {
     "inspect": {"--fn": ["loss", "attend_once", "nope", "w", "lin", ""],
                 "--args": ["[[1.0, 0.0]]", "[1.0]", "[1.0, 0.0]", "1 +", "x", "print(1)", '"s"'],
                 "--params": PATHS, "--seed": NUMBERS, "-o": PATHS, "--tol": NUMBERS, "--collapse": None,
-                "--format": ["tuple", "dot"]},
+                "--format": ["tuple", "dot"], "--max-nodes-drawn": NUMBERS,
+                "--layout-timeout": NUMBERS + ["inf", "nan"]},
 }
 COMMANDS = {"train": ["common", "train"], "run": ["common", "run"], "graph": ["inspect"], "gradcheck": ["inspect"],
             "attention": ["inspect"], "check": [], "repl": ["repl"]}
-INSPECT_ONLY = {"graph": {"--collapse", "--format", "-o"}, "attention": {"-o"}, "gradcheck": {"--tol"}}
+INSPECT_ONLY = {"graph": {"--collapse", "--format", "-o", "--max-nodes-drawn", "--layout-timeout"}, "attention": {"-o"},
+                "gradcheck": {"--tol"}}
 
 
 @st.composite

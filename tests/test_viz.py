@@ -336,3 +336,223 @@ def test_html_renders_in_headless_chromium(small, tmp_path, monkeypatch, with_do
     pixels = matplotlib.image.imread(shot)[..., :3]
     dark = (pixels.mean(axis=-1) < 0.5).mean()
     assert 0.001 < dark < 0.5  # something is drawn, and it is not a blank or an error page
+
+
+# ---- big graphs: folded, laid out in bounded time, no `dot` left behind ------------------------------------
+
+ODE = """\
+param k: [] = 0.5
+fn rhs(t, y) = -k * y + sin(t)
+fn loss(y0) {
+    y = odeint(rhs, y0, 0.0, 1.0, steps = STEPS)
+    return sum(y ^ 2)
+}
+"""
+
+LOOP = """\
+param w: [] = 0.5
+fn loss(x) {
+    for i in range(STEPS) { x = tanh(x * w) + x }
+    return sum(x)
+}
+"""
+
+
+def big(tmp_path, source, steps):
+    p = tmp_path / "big.dpl"
+    p.write_text(source.replace("STEPS", str(steps)))
+    return p
+
+
+def boxes(page: str) -> list:
+    """The ids of the boxes drawn (by dot or by layered_svg)."""
+    return re.findall(r'class="node"[^>]*>\s*<title>(\w+)</title>', page)
+
+
+def test_a_big_ode_loss_is_folded_and_drawn_quickly(tmp_path, capsys):
+    """An odeint of 200 rk4 steps records 6000 nodes; the page shows its inputs, one odeint box and the rest."""
+    import time
+    p, out = big(tmp_path, ODE, 200), tmp_path / "g.html"
+    start = time.perf_counter()
+    assert main(["graph", str(p), "--fn", "loss", "--args", "[1.0, 2.0]", "-o", str(out)]) == 0
+    assert time.perf_counter() - start < 60  # minutes of `dot` before; a few seconds (mostly recording) now
+    err = capsys.readouterr().err
+    assert "the graph has 6004 nodes, more than 500: drawn as 5 boxes, each call folded into one box" in err
+    assert "--max-nodes-drawn" in err
+    page = out.read_text()
+    assert sorted(boxes(page)) == ["c2", "n1", "n2", "n6003", "n6004"]
+    assert "odeint(…)" in page and "6000 ops" in page and "drawn as 5 boxes" in page
+
+
+def test_max_nodes_drawn_draws_every_node_when_high_enough(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(viz, "find_dot", lambda: None)
+    p, out = big(tmp_path, ODE, 3), tmp_path / "g.html"
+    assert main(["graph", str(p), "--fn", "loss", "--args", "[1.0]", "-o", str(out), "--max-nodes-drawn", "94"]) == 0
+    assert len(boxes(out.read_text())) == 94 and "drawn as" not in capsys.readouterr().err
+    assert main(["graph", str(p), "--fn", "loss", "--args", "[1.0]", "-o", str(out), "--max-nodes-drawn", "93"]) == 0
+    assert len(boxes(out.read_text())) == 5 and "drawn as 5 boxes" in capsys.readouterr().err
+    for bad, flag in (("0", "--max-nodes-drawn"), ("-2", "--layout-timeout"), ("inf", "--layout-timeout")):
+        assert main(["graph", str(p), "--fn", "loss", "--args", "[1.0]", flag, bad]) == 1
+        assert f"{flag} must be" in capsys.readouterr().err
+
+
+def test_runs_of_boxes_are_merged_when_folding_calls_is_not_enough(tmp_path):
+    """3000 loop iterations are 3000 boxes even folded; runs of them are merged, every op counted once, and the
+    result is still a DAG that the layered layout draws."""
+    rec = viz.record(dpl.load(big(tmp_path, LOOP, 600)), "loss", [1.0, 2.0])
+    d = viz.drawing(rec, max_drawn=50)
+    assert len(d.items) <= 50 and "runs of consecutive boxes merged" in d.folded
+    inputs = [it for it in d.items if it.kind in ("arg", "param")]
+    assert [it.id for it in inputs] == ["n1", "n2"]
+    assert sum(it.count for it in d.items if it not in inputs) == rec.graph.n - rec.graph.l
+    assert [it.output for it in d.items].count(True) == 1 and d.items[-1].output
+    g = nx.DiGraph(d.edges)
+    assert nx.is_directed_acyclic_graph(g) and set(g) == {it.id for it in d.items}
+    svg = viz.layered_svg(d)
+    assert len(boxes(svg)) == len(d.items) and svg.count("<path d=\"M") == len(d.edges) + 1  # + the arrow head
+
+
+def test_the_layered_layout_puts_each_generation_in_a_row(tmp_path):
+    p = tmp_path / "nested.dpl"
+    p.write_text(NESTED)
+    d = viz.drawing(viz.record(dpl.load(p), "f", [1.0, 2.0]))
+    svg = viz.layered_svg(d)
+    y = {i: float(v) for i, v in re.findall(r'id="(\w+)"><title>\w+</title><rect x="[\d.]+" y="([\d.]+)"', svg)}
+    g = nx.DiGraph(d.edges)
+    for depth, gen in enumerate(nx.topological_generations(g)):
+        assert {y[i] for i in gen} == {42 + depth * 80}
+    assert "xmlns" not in svg and 'xmlns="http://www.w3.org/2000/svg"' in viz.layered_svg(d, standalone=True)
+
+
+def test_a_large_page_is_laid_out_without_dot(tmp_path, monkeypatch):
+    def no_dot(*args, **kwargs):
+        raise AssertionError("dot was run for a page past DOT_PAGE_LIMIT boxes")
+    monkeypatch.setattr(viz, "render", no_dot)
+    monkeypatch.setattr(viz, "DOT_PAGE_LIMIT", 20)
+    out = tmp_path / "g.html"
+    assert main(["graph", str(big(tmp_path, LOOP, 10)), "--fn", "loss", "--args", "[1.0]", "-o", str(out)]) == 0
+    assert len(boxes(out.read_text())) == 33  # x, w, 3 ops in each of 10 iterations, sum
+
+
+def test_an_input_of_many_uses_is_drawn_beside_each(tmp_path):
+    rec = viz.record(dpl.load(big(tmp_path, LOOP, 30)), "loss", [1.0])
+    dot = viz.to_dot(rec, viz.drawing(rec, collapse=True))
+    assert dot.count("n2_c") == 2 * 30  # a dashed copy of w (node and edge) in each of the 30 iterations
+    assert "n2 ->" not in dot and 'style="rounded,filled,dashed"' in dot
+    assert viz.to_dot(rec).count("n2_n") == 2 * 30  # unfolded: beside each mul
+    few = viz.record(dpl.load(big(tmp_path, LOOP, viz.HUB)), "loss", [1.0])
+    assert viz.to_dot(few).count("n2 ->") == viz.HUB and "n2_" not in viz.to_dot(few)
+    page, _ = viz.to_html(rec, viz.drawing(rec, collapse=True)) if HAS_DOT else ("", "")
+    if HAS_DOT:
+        info = json.loads(re.search(r'id="info">(.*?)</script>', page, re.S).group(1))
+        assert info["n2_c2"] == info["n2"]
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` is not installed")
+def test_dot_lays_out_a_folded_loop_in_seconds(tmp_path, capsys):
+    """A parameter read in each of 3000 iterations: 431 boxes that dot took minutes on before the copies."""
+    import time
+    out = tmp_path / "g.svg"
+    start = time.perf_counter()
+    assert main(["graph", str(big(tmp_path, LOOP, 3000)), "--fn", "loss", "--args", "[1.0]", "-o", str(out),
+                 "--layout-timeout", "120"]) == 0
+    assert time.perf_counter() - start < 60
+    assert "did not finish" not in capsys.readouterr().err and "<title>r1</title>" in out.read_text()
+
+
+def fake_dot(tmp_path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A `dot` that writes its pid and hangs: (its directory, the pid file)."""
+    bin_dir, pid = tmp_path / "bin", tmp_path / "dot.pid"
+    bin_dir.mkdir()
+    exe = bin_dir / "dot"
+    exe.write_text(f"#!/bin/sh\necho $$ > {pid}.tmp\nmv {pid}.tmp {pid}\nexec sleep 600\n")
+    exe.chmod(0o755)
+    return bin_dir, pid
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    """The process has ended (a zombie waiting for init counts as ended)."""
+    import os
+    import time
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        except OSError:  # no /proc: ask the kernel
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            state = "R"
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "killpg"), reason="POSIX process groups")
+def test_layout_timeout_falls_back_and_kills_dot(small, tmp_path, monkeypatch, capsys):
+    bin_dir, pid = fake_dot(tmp_path)
+    monkeypatch.setattr(viz, "find_dot", lambda: str(bin_dir / "dot"))
+    for name, code in (("g.svg", 0), ("g.html", 0), ("g.png", 1)):
+        out = tmp_path / name
+        assert graph_cli(small, "-o", out, "--layout-timeout", "0.5") == code
+        err = capsys.readouterr().err
+        assert "`dot` did not finish in 0.5 s (--layout-timeout)" in err
+        assert gone(int(pid.read_text()), within=5)
+        pid.unlink()
+        if code == 0:
+            assert ("drawn without it" if name == "g.svg" else "the page is laid out without it") in err
+            assert all(f"<title>n{i}</title>" in out.read_text() for i in range(1, 9))
+        else:
+            assert "--max-nodes-drawn" in err and not out.exists()
+    assert out.with_suffix(".svg").read_text().startswith('<svg xmlns="http://www.w3.org/2000/svg"')
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_DEATHSIG is Linux's")
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_dot_dies_with_dpl(small, tmp_path, sig):
+    """However dpl ends (Ctrl-C, kill, kill -9) while dot lays out, dot ends too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    bin_dir, pid = fake_dot(tmp_path)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    dpl_proc = subprocess.Popen([sys.executable, "-m", "dpl.cli", "graph", str(small), "--fn", "f", "--args",
+                                 "[[1.0, 2.0]]", "-o", str(tmp_path / "g.svg")], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 60
+        while not pid.exists() and time.monotonic() < end and dpl_proc.poll() is None:
+            time.sleep(0.05)
+        assert pid.exists(), dpl_proc.communicate()
+        dot_pid = int(pid.read_text())
+        dpl_proc.send_signal(getattr(signal, sig))
+        _, err = dpl_proc.communicate(timeout=30)
+        assert gone(dot_pid)
+        if sig == "SIGINT":
+            assert dpl_proc.returncode == 130 and b"interrupted" in err and b"Traceback" not in err
+    finally:
+        if dpl_proc.poll() is None:
+            dpl_proc.kill()
+        if pid.exists() and not gone(int(pid.read_text()), within=0):
+            os.kill(int(pid.read_text()), signal.SIGKILL)
+
+
+def test_repl_graph_of_a_big_expression_is_folded(tmp_path):
+    import io
+    from dpl.repl import Session
+    out = io.StringIO()
+    s = Session(out=out, err=io.StringIO())
+    s.execute("x = [1.0, 2.0]")
+    s.execute("fn step(v) = tanh(v) + v")
+    page = tmp_path / "g.dot"
+    s.execute("fn many(v, n) {\n  for i in range(n) { v = step(v) }\n  return sum(v)\n}")
+    s.execute(f":graph many(x, 400) -o {page}")
+    text = out.getvalue()
+    assert "the graph has 802 nodes, more than 500: drawn as" in text and f"wrote {page}" in text
+    assert page.read_text().count("[label=") <= 500
