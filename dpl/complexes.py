@@ -26,16 +26,19 @@ from .ops import defop, mul
 
 @builtin()
 def real(x):
+    """The real part of each element (a real tensor; a real input is returned as it is)."""
     return ops.real(tensor(x))
 
 
 @builtin()
 def imag(x):
+    """The imaginary part of each element (a real tensor; zeros for a real input)."""
     return ops.imag(tensor(x))
 
 
 @builtin()
 def conj(x):
+    """The complex conjugate of each element."""
     return ops.conj(tensor(x))
 
 
@@ -119,18 +122,23 @@ def _normed(y, n, norm, inverse, what):
 
 @builtin("fft")
 def fft_(x, n=None, axis=-1, norm="backward"):
+    """The discrete Fourier transform along `axis` (numpy.fft.fft: `n` pads or crops; norm "backward",
+    "ortho" or "forward")."""
     x, n, ax = _fft_args(x, n, axis, "fft")
     return _normed(fft(x, n=n, axis=ax), n, norm, False, "fft")
 
 
 @builtin("ifft")
 def ifft_(x, n=None, axis=-1, norm="backward"):
+    """The inverse discrete Fourier transform along `axis` (numpy.fft.ifft; `n` and `norm` as fft)."""
     x, n, ax = _fft_args(x, n, axis, "ifft")
     return _normed(ifft(x, n=n, axis=ax), n, norm, True, "ifft")
 
 
 @builtin("rfft")
 def rfft_(x, n=None, axis=-1, norm="backward"):
+    """The Fourier transform of a real tensor along `axis`: its n // 2 + 1 non-negative frequencies
+    (numpy.fft.rfft; `n` and `norm` as fft)."""
     if kind(x) == "c":
         raise DplError(f"`rfft` takes a real tensor, got {describe_type(x)}; fft transforms complex ones")
     x, n, ax = _fft_args(x, n, axis, "rfft")
