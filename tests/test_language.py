@@ -804,3 +804,13 @@ def test_check_has_no_false_alarm_for_locals_named_like_top_level_functions(tmp_
            "module M(nn) {\n    fn call(x) = nn.W\n}\nprint(g(fn(a, b) = a), h())\n")
     assert check(src, tmp_path) == []
     assert run(src) == "1 1\n"
+
+
+def test_check_keeps_names_bound_by_unpacking_loops_and_steps(tmp_path):
+    """A name bound by `a, u = ...`, a `for` or `as steps` stays bound when a later `u = u + 1` reads it first."""
+    src = ("fn f(s) {\n    h, u = s\n    h, c = (h + 1, h)\n    u = u + c\n    return u\n}\n"
+           "fn g(n) {\n    for i in range(n) { k = i }\n    i = i + 1\n    return i\n}\n"
+           "fn w(x) {\n    soft while 0.5 max 2 as steps { x = x + 1.0 }\n    steps = steps + 1\n    return steps\n}\n"
+           "print(f((1, 2)), g(3))\n")
+    assert check(src, tmp_path) == []
+    assert run(src) == "3 3\n"
