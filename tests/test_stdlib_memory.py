@@ -292,3 +292,12 @@ def test_dnc_gradients(mem):
     xs, t = rng.normal(size=(3, 2, 3)), rng.normal(size=(3, 2, 2))
     names = assert_gradcheck(prog, "dnc_loss", xs, t, tol=1e-5)
     assert {k for k in p if k.startswith("dnc.")} <= names
+
+
+def test_float32_stays_float32():
+    prog = dpl.loads(SRC, dtype="float32")
+    rng = np.random.default_rng(32)
+    assert prog.call("dnc_out", rng.normal(size=(3, 2, 3)).astype(np.float32)).dtype == np.float32
+    xs, q = rng.normal(size=(2, 4, 3)).astype(np.float32), rng.normal(size=(2, 3)).astype(np.float32)
+    assert prog.call("net_out", xs, q).dtype == np.float32
+    assert prog.call("alloc", rng.uniform(size=(2, 5)).astype(np.float32)).dtype == np.float32
