@@ -132,10 +132,11 @@ def test_dnc_copy_shortened(tmp_path):
 
 
 def test_ponder_shortened(tmp_path):
-    """3 epochs: the loss falls; accuracy and mean steps are printed for easy and hard strings, the steps within
-    the loop's bound."""
-    lines, losses, _ = train_shortened("ponder", tmp_path, "--epochs", "3")
+    """3 epochs: the loss falls (and --plot draws it); accuracy and mean steps are printed for easy and hard
+    strings, the steps within the loop's bound."""
+    lines, losses, _ = train_shortened("ponder", tmp_path, "--epochs", "3", "--plot", tmp_path / "loss.png")
     assert len(losses) == 3 and losses[-1] < losses[0]
+    assert (tmp_path / "loss.png").stat().st_size > 0
     assert len(lines) == 2
     for line, label in zip(lines, ["easy strings (1-3 bits): accuracy", "hard strings (6-8 bits): accuracy"]):
         assert 0 <= labelled(line, label) <= 1
