@@ -98,16 +98,24 @@ def _bound(body) -> set[str]:
     """Names a block binds, leaving out those whose every assignment reads the name first (`y += x` with no
     `y` before it can only read an outer `y`)."""
     reads_first = {}
-    for s in _assignments(body):
-        reads_first[s.target] = reads_first.get(s.target, True) and _reads(s.value, s.target)
+    for target, value in _assignments(body):
+        reads_first[target] = reads_first.get(target, True) and value is not None and _reads(value, target)
     return set(assigned_names(body)) - {n for n, r in reads_first.items() if r}
 
 
 def _assignments(body):
+    """(name, the expression assigned) of every binding in a block; None where nothing is read (a loop variable,
+    `as steps`), so a name some statement binds without reading it stays bound (`a, u = s` then `u = u + 1`)."""
     for s in body:
         if isinstance(s, A.Assign):
-            yield s
-        elif not isinstance(s, (A.FnDef, A.ModuleDef, A.Train)):
+            yield s.target, s.value
+        elif isinstance(s, A.Unpack):
+            yield from ((t, s.value) for t in s.targets)
+        elif isinstance(s, A.For):
+            yield s.var, None
+        elif isinstance(s, A.SoftWhile) and s.steps:
+            yield s.steps, None
+        if not isinstance(s, (A.Assign, A.Unpack, A.FnDef, A.ModuleDef, A.Train)):
             for block in (getattr(s, "body", None), getattr(s, "orelse", None)):
                 if isinstance(block, tuple):
                     yield from _assignments(block)

@@ -310,6 +310,32 @@ def argsort_(x, axis=-1):
 
 
 @builtin()
+def take_along_axis(x, idx, axis=-1):
+    """x's entries at the integer indices idx along `axis` (np.take_along_axis): undoes a sort when idx is
+    argsort of the sorting permutation; the gradient scatters back, repeated indices accumulating."""
+    x, idx = tensor(x), tensor(idx)
+    if kind(idx) not in ("i", "u"):
+        raise DplError(f"`take_along_axis` needs integer indices, got {describe_type(idx)}")
+    ax = one_axis(x, axis)
+    sx, si = np.shape(raw(x)), np.shape(raw(idx))
+    if np.ndim(raw(x)) == 0 or len(si) != len(sx):
+        raise DplError(f"`take_along_axis`: x {list(sx)} and idx {list(si)} need the same number of axes (at least 1)")
+    try:
+        out = tuple(si[d] if d == ax else np.broadcast_shapes((sx[d],), (si[d],))[0] for d in range(len(sx)))
+    except ValueError:
+        raise DplError(f"`take_along_axis`: idx {list(si)} does not fit x {list(sx)} on the axes other than {ax}") from None
+    n, r = sx[ax], raw(idx)
+    if r.size and (int(r.min()) < -n or int(r.max()) >= n):
+        raise DplError(f"`take_along_axis`: an index is out of range for axis {ax} of size {n}")
+    check_elements(out, "`take_along_axis`")
+    if out != sx:
+        x = ops.broadcast_to(x, shape=tuple(out[d] if d != ax else sx[d] for d in range(len(sx))))
+    if out != si:
+        idx = ops.broadcast_to(idx, shape=out)
+    return take_along(x, idx, axis=ax)
+
+
+@builtin()
 def topk(x, k, axis=-1):
     """(values, indices) of the k largest entries along axis, largest first; ties keep the earlier index first."""
     x = _sortable(x, "topk")

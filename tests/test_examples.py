@@ -86,3 +86,58 @@ def test_cannon_trains_to_within_5cm(tmp_path):
     again = dpl("run", cannon, "--params", out, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert landing_error(again.stdout) == error
+
+
+# ---- memory network, DNC and pondering (issue 12), shortened --------------------------------------------------
+
+def train_shortened(name, tmp_path, *args):
+    """`dpl train examples/NAME.dpl --quiet ARGS`: (stdout lines, epoch losses, params path)."""
+    out, metrics = tmp_path / f"{name}.params.npz", tmp_path / "m.json"
+    r = dpl("train", ROOT / "examples" / f"{name}.dpl", "--quiet", "--out", out, "--metrics", metrics, *args,
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines(), json.loads(metrics.read_text())["epoch_losses"], out
+
+
+def labelled(line, label):
+    """The number after `label` in a printed line."""
+    assert line.startswith(label), line
+    return float(line[len(label):].split()[0])
+
+
+def test_memnet_forecast_shortened(tmp_path):
+    """3 epochs: the loss falls and the memory network already beats persistence; `dpl attention` draws a map
+    per hop from the saved parameters."""
+    lines, losses, params = train_shortened("memnet_forecast", tmp_path, "--epochs", "3")
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert len(lines) == 3
+    model = labelled(lines[0], "memory network: test rmse")
+    persistence = labelled(lines[1], "persistence: test rmse")
+    linear = labelled(lines[2], "0-hop linear model: test rmse")
+    assert model < persistence and linear < persistence
+    png = tmp_path / "hops.png"
+    r = dpl("attention", ROOT / "examples" / "memnet_forecast.dpl", "--fn", "hops", "--params", params, "-o", png,
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "3 attention maps written" in r.stderr and png.stat().st_size > 0
+
+
+def test_dnc_copy_shortened(tmp_path):
+    """A few steps on few sequences: the loss falls and the bit error rate is printed at three lengths."""
+    lines, losses, _ = train_shortened("dnc_copy", tmp_path, "--epochs", "3", "--set", "n_train=96")
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert [line.split(":")[0] for line in lines] == ["bit error rate, length 6 (trained up to 6)",
+                                                       "bit error rate, length 10", "bit error rate, length 12"]
+    assert all(0 <= float(line.split()[-1]) <= 1 for line in lines)
+
+
+def test_ponder_shortened(tmp_path):
+    """3 epochs: the loss falls (and --plot draws it); accuracy and mean steps are printed for easy and hard
+    strings, the steps within the loop's bound."""
+    lines, losses, _ = train_shortened("ponder", tmp_path, "--epochs", "3", "--plot", tmp_path / "loss.png")
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert len(lines) == 2
+    for line, label in zip(lines, ["easy strings (1-3 bits): accuracy", "hard strings (6-8 bits): accuracy"]):
+        assert 0 <= labelled(line, label) <= 1
+        assert 1 <= float(line.split("mean steps")[1]) <= 10

@@ -835,3 +835,13 @@ def test_check_counts_the_arguments_of_nested_and_anonymous_functions(tmp_path):
         "prog.dpl:12:7: `fn at line 10` takes 1 argument (a), got 2",
     ]
     assert first_line(error_of(src)) == "prog.dpl:12:7: `fn at line 10` takes 1 argument (a), got 2"  # as run
+
+
+def test_check_keeps_names_bound_by_unpacking_loops_and_steps(tmp_path):
+    """A name bound by `a, u = ...`, a `for` or `as steps` stays bound when a later `u = u + 1` reads it first."""
+    src = ("fn f(s) {\n    h, u = s\n    h, c = (h + 1, h)\n    u = u + c\n    return u\n}\n"
+           "fn g(n) {\n    for i in range(n) { k = i }\n    i = i + 1\n    return i\n}\n"
+           "fn w(x) {\n    soft while 0.5 max 2 as steps { x = x + 1.0 }\n    steps = steps + 1\n    return steps\n}\n"
+           "print(f((1, 2)), g(3))\n")
+    assert check(src, tmp_path) == []
+    assert run(src) == "3 3\n"

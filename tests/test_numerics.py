@@ -110,6 +110,13 @@ case("sort-axis0", "sort(a0, axis = 0)", one(normal(4, 3)), lambda x: np.sort(x,
 case("argsort", "argsort(a0, axis = 1)", one(normal(2, 5, 3)), lambda x: np.argsort(x, axis=1), wrt=())
 case("argsort-stable", "argsort(a0)", lambda r: [np.array([2, 1, 2, 0, 1, 2])],
      lambda x: np.argsort(x, kind="stable"), wrt=())
+case("take_along_axis", "take_along_axis(a0, argsort(a1, axis = 1) % 3 - 1, axis = 1)",  # repeats and -1
+     pair(normal(2, 4, 3), normal(2, 6, 3)),
+     lambda x, a: np.take_along_axis(x, np.argsort(a, axis=1, kind="stable") % 3 - 1, axis=1))
+case("take_along_axis-unsort", block("i = argsort(a0)", "return take_along_axis(sort(a0), argsort(i)) * a0"),
+     one(normal(3, 5)), lambda x: x * x)
+case("take_along_axis-bcast", "take_along_axis(a0, [[3, 0, 0, 2, 1, 3]])", one(normal(3, 4)),
+     lambda x: np.take_along_axis(x, np.broadcast_to([[3, 0, 0, 2, 1, 3]], (3, 6)), axis=-1))
 case("topk-values", block("v, i = topk(a0, 2, axis = 1)", "return v"), one(normal(4, 3, 2)),
      lambda x: np_topk(x, 2, 1)[0])
 case("topk-indices", block("v, i = topk(a0, 3)", "return i"), lambda r: [np.array([1.0, 3.0, 3.0, 0.0, 2.0])],
@@ -353,6 +360,11 @@ def test_logaddexp_is_stable_for_large_inputs():
     ('x = erf("a")', "argument must be a number or tensor, got a string", 5),
     ("x = topk([1.0, 2.0], 3)", "`topk`: k must lie in 1..2 (the size of axis 0), got 3", 5),
     ("x = sort(2.0)", "`sort` needs a tensor with at least one axis, got a float scalar", 5),
+    ("x = take_along_axis([1.0, 2.0], [0.0])", "`take_along_axis` needs integer indices, got a float tensor", 5),
+    ("x = take_along_axis([1.0, 2.0], [[0]])", "`take_along_axis`: x [2] and idx [1, 1] need the same number of axes", 5),
+    ("x = take_along_axis([1.0, 2.0], [2])", "`take_along_axis`: an index is out of range for axis 0 of size 2", 5),
+    ("x = take_along_axis([[1.0, 2.0], [3.0, 4.0]], [[0], [0], [0]], axis = 1)",
+     "`take_along_axis`: idx [3, 1] does not fit x [2, 2]", 5),
     ("x = cumsum([1.0], axis = 1)", "`axis` 1 is out of range for a tensor of shape [1]", 5),
     ("x = diff([1.0, 2.0], n = -1)", "`diff`: the order n must be ≥ 0, got -1", 5),
     ("y = 1\nx = var([1.0, 2.0], ddof = 2)", "`ddof` = 2 leaves no degrees of freedom for 2 elements", 5),
