@@ -430,3 +430,26 @@ def test_sdeint_errors():
         SDE.call("wrong_dW", np.ones(2))
     with pytest.raises(dpl.DplError, match="`method` must be \"euler_maruyama\" or \"milstein\""):
         SDE.call("ou", np.ones(2), 5, "heun")
+
+
+def test_float32_stays_float32():
+    prog = dpl.loads("""
+fn fly(t, s) = s @ [[0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]] + [0.0, 0.0, 0.0, -9.81]
+fn land(s0) = odeint(fly, s0, 0.0, 10.0, steps = 40, event = fn(t, s) = s[..., 1])
+fn land_t(s0) = land(s0)[0]
+fn decay(t, y) = -0.5 * y
+fn adj(y0) = sum(odeint(decay, y0, 0.0, 1.0, steps = 20, adjoint = true))
+fn noise(t, y) = 0.3 * y
+fn sde(y0, m) = sum(sdeint(decay, noise, y0, 0.0, 1.0, 20, method = m))
+fn rows(y0, t1) = sum(odeint(decay, y0, 0.0, t1, method = "dopri5"))
+""", dtype="float32")
+    s0 = np.array([[0, 0, 3, 4], [0, 1, 1, 2]], np.float32)
+    t, y = prog.call("land", s0)
+    assert t.dtype == y.dtype == np.float32
+    np.testing.assert_allclose(t, [2 * 4 / G, landing([0, 1, 1, 2])[0]], rtol=1e-5)
+    one = np.ones(3, np.float32)
+    outs = [prog.grad("land_t", 0)(s0[0]), prog.call("adj", one), prog.grad("adj", 0)(one),
+            prog.grad("rows", 1)(np.ones((2, 3), np.float32), np.array([[0.5], [1.0]], np.float32))]
+    outs += [f(one, m) for m in ("euler_maruyama", "milstein") for f in (lambda *a: prog.call("sde", *a),
+                                                                        prog.grad("sde", 0))]
+    assert all(np.asarray(o).dtype == np.float32 for o in outs)
