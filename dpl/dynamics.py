@@ -245,7 +245,8 @@ def _event_solve(interp, span, rhs, event, y0, t0, t1, steps, method, rtol, atol
     d, t0_raw = _host(span_t), _host(t0)
 
     def at(tau):
-        """Per-trajectory values [batch] as a column against y [batch, d]."""
+        """Per-trajectory values [batch] as a column against y [batch, d] (host masks moved to the device)."""
+        tau = B.xp.asarray(tau) if isinstance(tau, np.ndarray) else tau
         return ops.reshape(tau, shape=col) if yshape else tau
 
     with _untraced(interp):
@@ -269,19 +270,19 @@ def _event_solve(interp, span, rhs, event, y0, t0, t1, steps, method, rtol, atol
         t_k = ops.add(t0, ops.mul(span_t, s))
         y_new, ks = _step(rhs, t_k, y, ops.mul(span_t, h), tableau)
         if adaptive:
-            ratio = _error_ratio(h * d, ks, y, y_new, rtol, atol, rows=~at(done))
+            ratio = _error_ratio(h * d, ks, y, y_new, rtol, atol, rows=~np.reshape(done, col))
             if ratio > 1.0:
                 h = _next_step(h, ratio)
                 continue
         y_new = ops.where(at(done), y, y_new)  # stopped trajectories stay at their event
         with _untraced(interp):
-            g_new = _host(G(t0_raw + d * (s + h), raw(y_new)))
+            g_new = _host(G(B.xp.asarray(t0_raw + d * (s + h), dtype=dtype), raw(y_new)))
         crossed = ~done & (ref != 0) & (np.sign(g_new) != ref)
         ref = np.where(~done & (ref == 0), np.sign(g_new), ref)
         if crossed.any():
             sigma = _crossing(interp, rhs, G, tableau, t0_raw, d, s, y, ref, crossed, h, g_prev, g_new, at, dtype)
             y_new, t_hit = _crossing_step(rhs, G, tableau, t0, span_t, s, y, h, sigma, crossed, done, at, interp)
-            t_event = ops.where(crossed, t_hit, t_event)
+            t_event = ops.where(B.xp.asarray(crossed), t_hit, t_event)
             done = done | crossed
         y, s, g_prev = y_new, s + h, g_new
         if adaptive:
@@ -314,6 +315,7 @@ def _crossing_step(rhs, G, tableau, t0, span_t, s, y, h, sigma, rows, done, at, 
     y_sig = _step(rhs, t_k, y, h_sig, tableau)[0]
     g_sig = G(ops.add(t_k, h_sig), y_sig)
     slope = _event_slope(interp, rhs, G, tableau, raw(t_k), _host(span_t), raw(y), sig, at)
+    rows = B.xp.asarray(rows)
     slope = B.xp.where(rows, slope, 1.0)
     sig_c = ops.sub(sig, ops.div(ops.sub(g_sig, ops.stop_gradient(g_sig)), slope))
     frac = ops.where(rows, sig_c, h)
