@@ -1,4 +1,4 @@
-"""Differentiable building blocks of LANGUAGE.md §9: attention, content-addressed memory, ODE solvers, sparse graphs.
+"""Differentiable building blocks of LANGUAGE.md §9: attention, content-addressed memory, sparse graphs (ODEs: dynamics.py).
 
 Each is composed from the primitive ops (so its VJP is exact and differentiates
 again); only sparse @ dense is an op of its own.
@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from . import backend as B
-from . import graph, ops
+from . import ops
 from .builtins import builtin, floats, integer, tensor
 from .errors import DplError
 from .graph import raw
@@ -189,147 +189,6 @@ def write(M, w, erase, add):
     return ops.add(ops.mul(M, ops.sub(1.0, ops.mul(wc, er))), ops.mul(wc, ad))
 
 
-# ---- ODE solvers --------------------------------------------------------------------------------
-
-_TABLEAUS = {
-    "euler": ([], [1.0], [0.0]),
-    "midpoint": ([[0.5]], [0.0, 1.0], [0.0, 0.5]),
-    "rk4": ([[0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6], [0.0, 0.5, 0.5, 1.0]),
-}
-
-# Dormand–Prince 5(4): a, b (5th order), b* (4th order), c
-_DP_A = [[1 / 5], [3 / 40, 9 / 40], [44 / 45, -56 / 15, 32 / 9],
-         [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
-         [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
-         [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84]]
-_DP_B = [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0]
-_DP_E = [71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40]  # b - b*
-_DP_C = [0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0]
-
-
-def _combo(y, h, coeffs, ks):
-    acc = None
-    for c, k in zip(coeffs, ks):
-        if c:
-            term = ops.mul(c, k)
-            acc = term if acc is None else ops.add(acc, term)
-    return y if acc is None else ops.add(y, ops.mul(h, acc))
-
-
-class _Rhs:
-    def __init__(self, interp, span, f, shape):
-        self.interp, self.span, self.f, self.shape = interp, span, f, shape
-
-    def __call__(self, t, y):
-        dy = self.interp.call(self.f, [t, y], {}, self.span)
-        if kind(dy) != "f" and kind(dy) not in ("i", "u"):
-            raise DplError(f"the ODE function must return dy/dt shaped like y, got {describe_type(dy)}")
-        dy = floats(dy)
-        if np.shape(raw(dy)) != self.shape:
-            try:
-                ok = np.broadcast_shapes(np.shape(raw(dy)), self.shape) == self.shape
-            except ValueError:
-                ok = False
-            if not ok:
-                raise DplError(f"the ODE function must return dy/dt shaped like y {list(self.shape)}, "
-                               f"got shape {list(np.shape(raw(dy)))}")
-            dy = ops.broadcast_to(dy, shape=self.shape)
-        return dy
-
-
-def _fixed(rhs, y, t0, t1, steps, method):
-    a, b, c = _TABLEAUS[method]
-    h = ops.div(ops.sub(t1, t0), float(steps))
-    for n in range(steps):
-        t = ops.add(t0, ops.mul(h, float(n)))
-        ks = [rhs(t, y)]
-        for row, ci in zip(a, c[1:]):
-            ks.append(rhs(ops.add(t, ops.mul(ci, h)), _combo(y, h, row, ks)))
-        y = _combo(y, h, b, ks)
-    return y
-
-
-def _dopri5(interp, span, rhs, y, t0, t1, steps, rtol, atol, max_steps=100000):
-    """Adaptive Dormand–Prince: step sizes are hard decisions on values; gradients flow through accepted steps.
-
-    The steps are chosen as fractions of the interval, and the traced times and
-    step sizes are those fractions of the traced t1 − t0, so y(t1) is
-    differentiable w.r.t. t0 and t1 as well.
-    """
-    graph.taint("`odeint` with dopri5, whose step sizes are chosen from values")
-    span_t = float(raw(t1)) - float(raw(t0))
-    if span_t == 0:
-        return y
-    stretch = ops.div(ops.sub(t1, t0), span_t)  # 1 in value; carries the dependence on t0 and t1
-    h = span_t / max(steps, 1)
-    t_done = 0.0  # elapsed time is tracked as a float; the traced time is t0 + stretch · elapsed
-    taken = 0
-    while abs(t_done) < abs(span_t) * (1 - 1e-12):
-        if taken > max_steps:
-            raise DplError(f"dopri5 took more than {max_steps} steps; loosen rtol/atol")
-        interp.add_steps(1, f"`odeint` with dopri5 would take its step {taken + 1}", span)
-        h = min(abs(h), abs(span_t - t_done)) * np.sign(span_t)
-        t, ht = ops.add(t0, ops.mul(stretch, t_done)), ops.mul(stretch, h)
-        ks = [rhs(t, y)]
-        for row, ci in zip(_DP_A, _DP_C[1:]):
-            ks.append(rhs(ops.add(t, ops.mul(ci, ht)), _combo(y, ht, row, ks)))
-        y_new = _combo(y, ht, _DP_B, ks)
-        err = h * sum(e * raw(k) for e, k in zip(_DP_E, ks) if e)  # on values: no nodes for the estimate
-        scale = atol + rtol * np.maximum(np.abs(B.to_host(raw(y))), np.abs(B.to_host(raw(y_new))))
-        ratio = float(np.sqrt(np.mean((np.asarray(B.to_host(err)) / scale) ** 2))) if np.size(scale) else 0.0
-        taken += 1
-        if ratio <= 1.0:
-            y, t_done = y_new, t_done + h
-        factor = 0.9 * (1.0 / ratio) ** 0.2 if ratio > 0 else 5.0
-        h = h * min(5.0, max(0.2, factor))
-    return y
-
-
-@builtin(context=True)
-def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol=1e-9, ts=None):
-    """y(t1) of dy/dt = f(t, y), y(t0) = y0, differentiable w.r.t. y0, t0, t1 and what f reads. `method` "rk4",
-    "midpoint" or "euler" takes `steps` fixed steps; "dopri5" (adaptive Dormand–Prince) starts from `steps` and
-    keeps the error within `atol` + `rtol`·|y|. With `ts` (a 1-d grid of times, integrated from t0) it returns y at
-    each of them, stacked along a new first axis, and t1 is not used."""
-    if not isinstance(f, (Function, Instance)) and not hasattr(f, "dpl_call"):
-        raise DplError(f"`odeint` integrates a function f(t, y), got {describe_type(f)}")
-    y0, t0, t1 = floats(y0, "y0"), floats(t0, "t0"), floats(t1, "t1")
-    steps = integer(steps, "steps")
-    if steps < 1:
-        raise DplError("`steps` must be at least 1")
-    methods = sorted(_TABLEAUS) + ["dopri5"]
-    if method not in methods:
-        raise DplError(f"`method` must be one of {', '.join(repr(m) for m in methods)}, got {describe_type(method)}")
-    rhs = _Rhs(interp, span, f, np.shape(raw(y0)))
-
-    def solve(y, a, b):
-        same = ops.eq(a, b)
-        if graph.guard(same, bool(raw(same))):
-            # an empty interval: y itself in value, with the first-order dependence on a and b kept
-            return ops.add(y, ops.mul(ops.sub(b, a), rhs(a, y)))
-        if method == "dopri5":
-            return _dopri5(interp, span, rhs, y, a, b, steps, float(raw(floats(rtol))), float(raw(floats(atol))))
-        interp.add_steps(steps, f"`odeint` would take {steps} steps", span)  # counted before they are taken
-        return _fixed(rhs, y, a, b, steps, method)
-
-    if ts is None:
-        return solve(y0, t0, t1)
-    grid = floats(ts, "ts")
-    if np.ndim(raw(grid)) != 1 or np.shape(raw(grid))[0] < 1:
-        raise DplError(f"`ts` must be a 1-d grid of times, got {describe_type(ts)}")
-    check_elements(np.shape(raw(grid)) + np.shape(raw(y0)), "`odeint` over `ts`")  # the states it returns
-    ys, y = [], y0
-    prev = ops.index(grid, key=(0,))
-    y = solve(y, t0, prev)
-    ys.append(y)
-    for i in range(1, np.shape(raw(grid))[0]):
-        cur = ops.index(grid, key=(i,))
-        y = solve(y, prev, cur)
-        ys.append(y)
-        prev = cur
-    return ops.stack(*ys, axis=0)
-
-
 # ---- sparse matrices ------------------------------------------------------------------------------
 
 class Sparse:
@@ -454,3 +313,6 @@ def dense(A):
         raise DplError(f"`dense` takes a sparse matrix, got {describe_type(A)}")
     check_elements(A.shape, "`dense`")
     return B.xp.asarray(A.matrix.toarray())
+
+
+from . import dynamics  # noqa: E402,F401  (registers odeint and sdeint)

@@ -495,7 +495,7 @@ def test_imported_file_errors_are_placed_in_that_file():
 
 def test_unknown_stdlib_module():
     expect("use nnn\n", """
-        prog.dpl:1:5: no stdlib module `nnn` (did you mean `nn`?); available: attention, graph, memory, nn, ode, plastic, quantum, rnn
+        prog.dpl:1:5: no stdlib module `nnn` (did you mean `nn`?); available: attention, graph, memory, nn, ode, physics, plastic, quantum, rnn
             use nnn
                 ^^^""")
 
@@ -584,7 +584,7 @@ def run_cli(*args, cwd):
     ("x = (1 +\n", "prog.dpl:1:9: syntax error: unexpected end of file; expected an expression"),
     ('import "gone.dpl"\n', "prog.dpl:1:8: cannot import `gone.dpl`: no such file"),
     ("use nnn\n", "prog.dpl:1:5: no stdlib module `nnn` (did you mean `nn`?); "
-                  "available: attention, graph, memory, nn, ode, plastic, quantum, rnn"),
+                  "available: attention, graph, memory, nn, ode, physics, plastic, quantum, rnn"),
 ])
 def test_cli_run_reports_file_line_col(tmp_path, src, first_line):
     (tmp_path / "prog.dpl").write_text(src)

@@ -478,6 +478,8 @@ EXPECTED_BUILTINS = {
     "grad", "value_and_grad", "blend", "sgd", "adam", "rmsprop",
     # attention, memory, ODEs, sparse graphs
     "attend", "attention", "read", "address", "write", "odeint", "csr", "adjacency", "dense",
+    # stochastic dynamics (dpl/dynamics.py, issue 11)
+    "sdeint",
     # NumPy/SciPy functions (dpl/numerics.py, dpl/linalg.py)
     "sign", "floor", "ceil", "round", "square", "reciprocal", "log1p", "expm1", "log2", "log10", "exp2", "sinh",
     "cosh", "arcsin", "arccos", "arctan", "arctan2", "arcsinh", "arccosh", "arctanh", "hypot", "logaddexp", "sinc",

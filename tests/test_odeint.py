@@ -32,7 +32,7 @@ fn energy(y0, t1, m, n) {
     return sum(y ^ 2) / 2
 }
 
-fn grid(y0, t0, ts, m) = odeint(growth, y0, t0, 0.0, steps = 200, method = m, ts = ts)
+fn grid(y0, t0, ts, m) = odeint(growth, y0, t0, ts[-1], steps = 200, method = m, ts = ts)
 fn grid_loss(y0, t0, ts, u, m) = sum(grid(y0, t0, ts, m) * u)
 
 module Dyn(n) {
