@@ -225,6 +225,7 @@ class Interpreter:
         self.reads_before = 0  # frames numbered from here on belong to the recording
         self.replay = True  # --no-replay turns it off
         self.plans: dict = {}  # replay plans by function and argument signature (dpl.record)
+        self.training = False  # true while a train block computes its loss: the builtin `training()`
 
     def record_attention(self, span, alpha) -> None:
         """Keep the weights of each attend/attention call with its source line (the last 256 calls)."""
@@ -731,6 +732,8 @@ class Interpreter:
                     return sparse_matmul(a, b)
                 except DplError as e:
                     raise e.at(n.span)
+        if op in ("==", "!=") and (isinstance(a, str) or isinstance(b, str)):  # option names: `init == "torch"`
+            return np.bool_((isinstance(a, str) and isinstance(b, str) and a == b) == (op == "=="))
         for v, side in ((a, n.left), (b, n.right)):
             if not is_tensor(v):
                 raise DplError(f"`{op}` needs numbers or tensors, got {describe_type(v)}", side.span)

@@ -425,6 +425,7 @@ class Trainer:
                     args = [v[B.xp.asarray(idx)] for v, _ in data]
                     interp.steps = 0  # --max-steps bounds each training step, not the length of training
                     unused = None if checked_unused else set()
+                    interp.training = True  # the builtin `training()`: Dropout drops within the loss only
                     try:
                         loss, grads = loss_and_grads(interp, loss_fn, args, stmt.span, unused)
                     except NonFiniteError as e:  # --detect-nan stopped inside the step: keep the last good step
@@ -432,6 +433,8 @@ class Trainer:
                         e.message += (f"; training stopped at epoch {epoch + 1}, step {report.steps + 1}, "
                                       f"the parameters from the last good step were saved")
                         raise
+                    finally:
+                        interp.training = False
                     if not checked_unused:
                         checked_unused = True
                         for name in sorted(unused or ()):
