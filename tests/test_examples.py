@@ -114,6 +114,7 @@ def test_seq2seq_attention_shortened(tmp_path):
     r = dpl("attention", example, "--fn", "alignments", "--params", out, "-o", png, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert png.read_bytes()[:4] == b"\x89PNG" and "4 attention maps" in r.stderr
+    assert "| `seq2seq_attention.dpl` |" in (ROOT / "examples" / "README.md").read_text()
 
 
 def test_darnn_sunspots_shortened(tmp_path):
@@ -137,3 +138,4 @@ def test_darnn_sunspots_shortened(tmp_path):
     r = dpl("attention", example, "--fn", "maps", "--params", out, "-o", png, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "8 attention maps" in r.stderr
+    assert "| `darnn_sunspots.dpl` |" in (ROOT / "examples" / "README.md").read_text()
