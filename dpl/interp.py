@@ -619,7 +619,12 @@ class Interpreter:
             k = self.instance_counts.get(name, 0)
             self.instance_counts[name] = k + 1
             name = f"{name}.{k}"
-        return self.instantiate(name, mod, args, kwargs, n.span)
+        try:
+            return self.instantiate(name, mod, args, kwargs, n.span)
+        except DplError as e:
+            if e.span != n.span:  # an error inside the module's body also names the line that instantiated it
+                e.called_from(n.span, mod.decl.name)
+            raise
 
     # ---- names -----------------------------------------------------------------------
 

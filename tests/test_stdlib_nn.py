@@ -192,8 +192,9 @@ def test_torch_init_bounds_and_spread():
 
 
 def test_unknown_init_is_an_error():
-    with pytest.raises(DplError, match='init must be "glorot" or "torch", got xavier'):
+    with pytest.raises(DplError, match='init must be "glorot" or "torch", got xavier') as ei:
         dpl.loads('use nn\nd = Dense(2, 2, init = "xavier")')
+    assert ei.value.format().splitlines()[-1] == "  in Dense, called from <string>:2:5"  # the user's line
 
 
 # ---- the builtins under them ------------------------------------------------------------------------------
