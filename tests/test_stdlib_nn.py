@@ -223,3 +223,16 @@ def test_show_attention_passes_its_weights_to_the_maps():
     ((span, logged),) = prog.interp.attention_log
     np.testing.assert_array_equal(logged, w)
     assert span.line == 1
+
+
+def test_layers_keep_float32():
+    prog = dpl.loads("use nn\nln = LayerNorm(3)\nd = Dense(3, 2, init = \"torch\")\ne = Embedding(4, 3)\n"
+                     "fn f(x) = d(dropout(ln(x), 0.5))\nfn g(ids) = e(ids)", dtype="float32")
+    assert {v.dtype for v in prog.params.values()} == {np.dtype(np.float32)}
+    x = np.ones((2, 3), np.float32)
+    prog.interp.training = True
+    try:
+        assert prog.call("f", x).dtype == np.float32
+    finally:
+        prog.interp.training = False
+    assert prog.call("f", x).dtype == np.float32 and prog.call("g", np.array([0, 3])).dtype == np.float32
