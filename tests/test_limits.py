@@ -489,6 +489,8 @@ EXPECTED_BUILTINS = {
     "expm", "matrix_power",
     # lists and function transforms (issue 10)
     "append", "jacobian", "hessian", "jvp", "vjp", "stop_gradient", "vmap",
+    # for the stdlib's layers (issue 12): a flag, an error raised from DPL code, weights passed to `dpl attention`
+    "training", "error", "show_attention",
 }
 # Python names whose use would let a builtin reach outside DPL (files written, processes, imports, code).
 FORBIDDEN = {"system", "popen", "Popen", "subprocess", "check_output", "spawn", "fork", "remove", "unlink", "rmdir",
