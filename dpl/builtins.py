@@ -1071,6 +1071,29 @@ def rmsprop(lr=0.01, alpha=0.99, eps=1e-8):
     return OptimizerSpec("rmsprop", lr=_hyper(lr, "lr"), alpha=_hyper(alpha, "alpha"), eps=_hyper(eps, "eps"))
 
 
+# ---- training mode, attention maps, errors raised from DPL code (for the stdlib's layers) ---------------
+
+@builtin(context=True)
+def training(interp, span):
+    """True while a `train` block computes its loss (so Dropout drops), false everywhere else (`dpl run`, the
+    statements after a block, `grad` outside training). Plans are kept apart by this flag (dpl.record)."""
+    return np.bool_(interp.training)
+
+
+@builtin(context=True)
+def show_attention(interp, span, weights):
+    """`weights` unchanged; they join the maps `dpl attention` draws (e.g. one weight vector per step, stacked)."""
+    interp.record_attention(span, tensor(weights, "weights"))
+    return weights
+
+
+@builtin(context=True)
+def error(interp, span, *values):
+    """Stop with a DplError at the call: its pieces printed as `print` does, separated by spaces."""
+    from .values import format_value
+    raise DplError(" ".join(format_value(v) for v in values) or "error", span)
+
+
 CONSTANTS = {"pi": math.pi, "e": math.e}  # made tensors of the run's float dtype by the interpreter
 
 

@@ -231,6 +231,7 @@ class Interpreter:
         self.reads_before = 0  # frames numbered from here on belong to the recording
         self.replay = True  # --no-replay turns it off
         self.plans: dict = {}  # replay plans by function and argument signature (dpl.record)
+        self.training = False  # true while a train block computes its loss: the builtin `training()`
 
     def record_attention(self, span, alpha) -> None:
         """Keep the weights of each attend/attention call with its source line (the last 256 calls)."""
@@ -631,7 +632,12 @@ class Interpreter:
             k = self.instance_counts.get(name, 0)
             self.instance_counts[name] = k + 1
             name = f"{name}.{k}"
-        return self.instantiate(name, mod, args, kwargs, n.span)
+        try:
+            return self.instantiate(name, mod, args, kwargs, n.span)
+        except DplError as e:
+            if e.span != n.span:  # an error inside the module's body also names the line that instantiated it
+                e.called_from(n.span, mod.decl.name)
+            raise
 
     # ---- names -----------------------------------------------------------------------
 
@@ -745,8 +751,8 @@ class Interpreter:
                     return sparse_matmul(a, b)
                 except DplError as e:
                     raise e.at(n.span)
-        if op in ("==", "!=") and isinstance(a, str) and isinstance(b, str):  # strings are never traced
-            return np.bool_((a == b) == (op == "=="))
+        if op in ("==", "!=") and (isinstance(a, str) or isinstance(b, str)):  # option names: `init == "torch"`
+            return np.bool_((isinstance(a, str) and isinstance(b, str) and a == b) == (op == "=="))
         for v, side in ((a, n.left), (b, n.right)):
             if not is_tensor(v):
                 raise DplError(f"`{op}` needs numbers or tensors, got {describe_type(v)}", side.span)

@@ -61,7 +61,7 @@ def gradients(interp, f, args, span, *, wrt_args=(), wrt_params=False, check=Non
                   and not graph.checking and not kwargs and not any(type(a) is Box for a in args))
     if not replayable:
         return differentiate(interp, f, args, span, wrt_args, wrt_params, check, kwargs, log=False)[0]
-    key = (replay.function_key(f), tuple(wrt_args), wrt_params, replay.signature(args))
+    key = (replay.function_key(f), tuple(wrt_args), wrt_params, replay.signature(args), interp.training)
     entry = interp.plans.get(key)
     if entry is None:
         if len(interp.plans) >= replay.MAX_SIGNATURES:  # e.g. a new closure every call: forget the oldest

@@ -431,6 +431,7 @@ class Trainer:
                     idx = order[k * batch:(k + 1) * batch]
                     interp.steps = 0  # --max-steps bounds each training step, not the length of training
                     unused = None if checked_unused else set()
+                    interp.training = True  # the builtin `training()`: Dropout drops within the loss only
                     try:
                         loss, grads = self.gradients(interp, stmt, loss_fn, [v for v, _ in data], idx, unused)
                     except NonFiniteError as e:  # --detect-nan stopped inside the step: keep the last good step
@@ -438,6 +439,8 @@ class Trainer:
                         e.message += (f"; training stopped at epoch {epoch + 1}, step {report.steps + 1}, "
                                       f"the parameters from the last good step were saved")
                         raise
+                    finally:
+                        interp.training = False
                     if not checked_unused:
                         checked_unused = True
                         for name in sorted(unused or ()):

@@ -141,3 +141,56 @@ def test_ponder_shortened(tmp_path):
     for line, label in zip(lines, ["easy strings (1-3 bits): accuracy", "hard strings (6-8 bits): accuracy"]):
         assert 0 <= labelled(line, label) <= 1
         assert 1 <= float(line.split("mean steps")[1]) <= 10
+
+
+# ---- seq2seq_attention and darnn_sunspots (issue 12) ---------------------------------------------------------
+
+def labelled_line(stdout: str, label: str) -> float:
+    """The number printed after `label` on a line of its own (`token accuracy with attention: 0.99`)."""
+    m = re.search(rf"^{re.escape(label)}:? (\S+)$", stdout, re.M)
+    assert m, (label, stdout)
+    return float(m.group(1))
+
+
+def test_seq2seq_attention_shortened(tmp_path):
+    """A shortened run: the loss falls, both accuracies print, attention is ahead already, and `dpl attention`
+    draws the alignment from the saved parameters."""
+    example = ROOT / "examples" / "seq2seq_attention.dpl"
+    out, metrics = tmp_path / "p.npz", tmp_path / "m.json"
+    r = dpl("train", example, "--quiet", "--set", "n_train=1000", "--epochs", "3", "--out", out, "--metrics", metrics,
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    losses = json.loads(metrics.read_text())["epoch_losses"]
+    assert losses[-1] < losses[0]
+    with_att = labelled_line(r.stdout, "token accuracy with attention")
+    without = labelled_line(r.stdout, "token accuracy without attention")
+    assert 0 <= without < with_att <= 1
+    png = tmp_path / "align.png"
+    r = dpl("attention", example, "--fn", "alignments", "--params", out, "-o", png, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:4] == b"\x89PNG" and "4 attention maps" in r.stderr
+    assert "| `seq2seq_attention.dpl` |" in (ROOT / "examples" / "README.md").read_text()
+
+
+def test_darnn_sunspots_shortened(tmp_path):
+    """A shortened run: the loss falls, the three RMSEs print, persistence is exactly its closed form on the
+    CSV, and `dpl attention` draws the input and temporal attention of four test windows."""
+    import numpy as np
+    example = ROOT / "examples" / "darnn_sunspots.dpl"
+    out, metrics = tmp_path / "p.npz", tmp_path / "m.json"
+    r = dpl("train", example, "--quiet", "--epochs", "5", "--out", out, "--metrics", metrics, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    losses = json.loads(metrics.read_text())["epoch_losses"]
+    assert losses[-1] < losses[0]
+    year, spots = np.loadtxt(ROOT / "examples" / "data" / "sunspots.csv", delimiter=",", unpack=True)
+    test = year >= 1950
+    assert test.sum() == 59
+    persistence = np.sqrt(np.mean((spots[test] - np.roll(spots, 1)[test]) ** 2))
+    assert labelled_line(r.stdout, "test RMSE persistence") == pytest.approx(persistence, rel=1e-12)
+    for model in ("DA-RNN", "LSTM"):
+        assert 0 < labelled_line(r.stdout, f"test RMSE {model}") < 3 * persistence
+    png = tmp_path / "maps.png"
+    r = dpl("attention", example, "--fn", "maps", "--params", out, "-o", png, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "8 attention maps" in r.stderr
+    assert "| `darnn_sunspots.dpl` |" in (ROOT / "examples" / "README.md").read_text()

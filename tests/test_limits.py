@@ -495,6 +495,8 @@ EXPECTED_BUILTINS = {
     "real", "imag", "conj", "angle", "fft", "ifft", "rfft", "irfft",
     # the stdlib's DNC unsorts its free list with it (issue 12)
     "take_along_axis",
+    # for the stdlib's layers (issue 12): a flag, an error raised from DPL code, weights passed to `dpl attention`
+    "training", "error", "show_attention",
 }
 # Python names whose use would let a builtin reach outside DPL (files written, processes, imports, code).
 FORBIDDEN = {"system", "popen", "Popen", "subprocess", "check_output", "spawn", "fork", "remove", "unlink", "rmdir",

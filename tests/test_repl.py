@@ -206,7 +206,7 @@ def test_completion_candidates(repl):
     assert "Dense" in s.candidates("De") and "leaky_relu" in s.candidates("leaky")  # from `use nn`
     assert s.candidates("use n") == ["nn"]
     assert s.candidates(":gr") == [":grad", ":graph"]
-    assert s.candidates("enc.") == ["enc.W", "enc.b", "enc.call", "enc.n_in", "enc.n_out"]
+    assert s.candidates("enc.") == ["enc.W", "enc.b", "enc.call", "enc.init", "enc.n_in", "enc.n_out"]
     assert s.candidates("y = enc.c") == ["enc.call"]
     assert s.candidates("1 + ") == []
 
