@@ -126,7 +126,9 @@ def params_of(arrays: dict, path) -> dict:
 
 def _meta(arrays, path) -> dict:
     try:
-        meta = json.loads(bytes(arrays[META].astype(np.uint8)).decode())
+        if arrays[META].dtype != np.uint8:  # written as bytes; anything else is damage
+            raise ValueError(f"its bytes are stored as {arrays[META].dtype}")
+        meta = json.loads(bytes(arrays[META]).decode())
     except (ValueError, UnicodeDecodeError) as e:
         raise DplError(f"cannot read checkpoint {path}: its meta data is damaged ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
