@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip steps whose loss or gradient is NaN/Inf instead of stopping, and count them")
     train.add_argument("--detect-nan", action="store_true", help="stop at the first NaN/Inf, forward or backward")
     train.add_argument("--plot", metavar="PNG", help="draw the training curve (loss per step and epoch) here")
+    train.add_argument("--attention", metavar="FN", help="after training, call the program's FN() and save the "
+                       "heatmaps of the attention weights it computes (as `dpl attention --fn FN`)")
+    train.add_argument("--attention-out", metavar="PNG",
+                       help="where --attention saves its heatmaps (default: FILE's stem + .attention.png)")
     train.add_argument("--workers", type=int, metavar="N",
                        help="data-parallel training on N Ray actors, each on its shard of every minibatch "
                             "(pip install 'dpl[ray]'; docs/CLUSTER.md)")

@@ -686,14 +686,25 @@ def check_files(args, path, out, ckpt, resume_path) -> None:
     refuse_same_files([("the program", path, False), ("--params", args.params, False),
                        ("--resume", None if same_as_ckpt else resume_path, True),  # removed when the run ends
                        (out_flag, out, True), (ckpt_flag, ckpt, True), ("--metrics", args.metrics, True),
-                       ("--plot", args.plot, True)])
+                       ("--plot", args.plot, True), ("--attention-out", attention_out(args, path), True)])
     for flag, target in (("--checkpoint", ckpt), ("--metrics", args.metrics),
-                         ("--plot", args.plot)):
+                         ("--plot", args.plot), ("--attention-out", attention_out(args, path))):
         if target is not None:
             prepare_output(target, flag)
+    from .viz import image_format
     if args.plot:
-        from .viz import image_format
         image_format(args.plot, "--plot")
+    if getattr(args, "attention_out", None) and not getattr(args, "attention", None):
+        raise DplError("--attention-out names where --attention saves its heatmaps; give --attention FN too")
+    if attention_out(args, path) is not None:
+        image_format(attention_out(args, path), "--attention-out")
+
+
+def attention_out(args, path):
+    """Where `--attention` saves its heatmaps (None without it)."""
+    if not getattr(args, "attention", None):
+        return None
+    return Path(args.attention_out) if args.attention_out else path.with_name(path.stem + ".attention.png")
 
 
 def _run(args, path, out, interp, session, loaded) -> None:
@@ -717,6 +728,25 @@ def _run(args, path, out, interp, session, loaded) -> None:
     if args.plot:
         from .viz import plot_losses
         plot_losses(report, args.plot)
+    if getattr(args, "attention", None):
+        _attention_maps(args, path, interp)
+
+
+def _attention_maps(args, path, interp) -> None:
+    """`--attention FN`: the heatmaps of the attention FN() computes with the trained parameters (saved first, so
+    a mistake here loses nothing)."""
+    from . import Program
+    from .viz import attention_heatmaps
+    prog = Program(interp)
+    prog.function(args.attention)
+    interp.attention_log.clear()
+    prog.call(args.attention)
+    if not interp.attention_log:
+        raise DplError(f"--attention {args.attention}: the call computed no attention weights (`attention`, "
+                       f"`attend` or `show_attention`), so there is nothing to draw")
+    out = attention_out(args, path)
+    n = attention_heatmaps(interp.attention_log, out)
+    print(f"{n} attention map{'s' * (n != 1)} written to {out}", file=sys.stderr)
 
 
 def _catch_signals(session: Session) -> dict:
@@ -784,6 +814,8 @@ def resume_command(args, ckpt: Path) -> str:
                                  ("--params", args.params, None), ("--seed", args.seed, 0),
                                  ("--dtype", args.dtype, "float64"), ("--device", args.device, "cpu"),
                                  ("--metrics", args.metrics, None), ("--plot", args.plot, None),
+                                 ("--attention", getattr(args, "attention", None), None),
+                                 ("--attention-out", getattr(args, "attention_out", None), None),
                                  ("--checkpoint", args.checkpoint, None),
                                  ("--checkpoint-every", args.checkpoint_every, None),
                                  ("--max-steps", getattr(args, "max_steps", None), None),

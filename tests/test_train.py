@@ -704,3 +704,31 @@ def test_a_parameter_the_loss_never_reads_is_named(tmp_path):
     assert warnings == ["warning: parameter `v` gets no gradient from the loss `loss` (on the block's first step), "
                         "so this block will not change it"]
     assert npz(tmp_path / "o.npz")["v"] == 2.0 and npz(tmp_path / "o.npz")["w"] != 1.0
+
+
+ATTENTIVE = """\
+param K: [4, 3] ~ normal(1.0)
+param q: [3] ~ normal(1.0)
+fn loss() = sum(attend(q, K, K) ^ 2)
+fn look() = attend(q, K, K)
+fn plain() = sum(q)
+train loss { epochs = 3 }
+"""
+
+
+def test_attention_flag_saves_the_heatmaps_of_a_call_after_training(tmp_path):
+    """`--attention FN` draws FN()'s attention with the trained parameters, after they are saved."""
+    prog = write(tmp_path / "a.dpl", ATTENTIVE)
+    r = train(prog, "--quiet", "--attention", "look")
+    assert r.returncode == 0, r.stderr
+    png = tmp_path / "a.attention.png"
+    assert "1 attention map written to" in r.stderr and png.read_bytes()[:4] == b"\x89PNG"
+    r = train(prog, "--quiet", "--attention", "look", "--attention-out", tmp_path / "maps.svg")
+    assert r.returncode == 0 and (tmp_path / "maps.svg").read_text().lstrip().startswith("<?xml")
+    for args, words in ((["--attention", "nope"], "the program has no function `nope`"),
+                        (["--attention", "plain"], "the call computed no attention weights"),
+                        (["--attention-out", tmp_path / "m.png"], "give --attention FN too"),
+                        (["--attention", "look", "--attention-out", tmp_path / "m.txt"], "the image format")):
+        r = train(prog, "--quiet", *args)
+        assert r.returncode == 1 and words in r.stderr, (args, r.stderr)
+    assert (tmp_path / "a.params.npz").is_file()  # a mistake after training keeps the parameters
