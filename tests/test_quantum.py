@@ -139,3 +139,10 @@ def test_a_variational_circuit_trains_to_the_ground_state_of_z():
     interp.run_program(parse(src, "vqe.dpl"))
     energy, theta = map(float, out.getvalue().split())
     assert energy == pytest.approx(-1.0, abs=1e-6) and theta == pytest.approx(np.pi, abs=1e-3)
+
+
+def test_an_unknown_pauli_letter_is_an_error_that_leads_to_the_call():
+    with pytest.raises(dpl.DplError) as e:
+        dpl.loads('use quantum\nx = expect_pauli(ket("0"), "Q")\n', file="prog.dpl")
+    text = e.value.format()
+    assert "a Pauli string holds the letters I, X, Y and Z, got Q" in text and "called from prog.dpl:2:5" in text
