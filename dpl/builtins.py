@@ -15,7 +15,7 @@ from . import backend as B
 from . import autodiff, graph, ops, record
 from .errors import DplError
 from .graph import Box, raw
-from .interp import NUMERIC_ERRORS, describe_type, is_tensor, kind, real_loss_hint, to_float
+from .interp import NUMERIC_ERRORS, describe_type, is_float_scalar, is_tensor, kind, real_loss_hint, to_float
 from .limits import check_broadcast, check_elements
 from .values import List
 
@@ -720,7 +720,7 @@ class GradFn:
         x = tensor(args[k], "the differentiated argument")
 
         def check(out):
-            if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
+            if not is_float_scalar(out):
                 hint = real_loss_hint(out) or "; for a tensor result, jacobian(f) gives every derivative"
                 raise DplError(f"grad needs a function returning a 0-d float value, got {describe_type(out)}{hint}",
                                span)

@@ -135,6 +135,11 @@ def to_float(v):
     return v if kind(v) in ("f", "c") else ops.astype(v, dtype=B.float_dtype)
 
 
+def is_float_scalar(v) -> bool:
+    """What grad and train differentiate: a 0-d real float."""
+    return is_tensor(v) and np.ndim(raw(v)) == 0 and kind(v) == "f"
+
+
 def real_loss_hint(out) -> str:
     """What to say where a 0-d float was wanted and a complex value came: a loss must be real."""
     return "; a complex value has no gradient to descend: take real(...) or abs(...) of it" if kind(out) == "c" else ""

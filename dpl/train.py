@@ -19,7 +19,7 @@ from .builtins import OptimizerSpec, adam, integer
 from .errors import DplError
 from .gradcheck import NonFiniteError
 from .graph import raw
-from .interp import describe_type, is_tensor, kind, real_loss_hint
+from .interp import describe_type, is_float_scalar, is_tensor, real_loss_hint
 from .limits import seed_value
 
 
@@ -153,7 +153,7 @@ def loss_and_grads(interp, loss_fn, args, span, unused: set | None = None):
     from .record import gradients
 
     def check(out):
-        if not is_tensor(out) or np.ndim(raw(out)) != 0 or kind(out) != "f":
+        if not is_float_scalar(out):
             raise DplError(f"the loss `{getattr(loss_fn, 'name', '?')}` must return a 0-d float value, "
                            f"got {describe_type(out)}{real_loss_hint(out)}", span)
     value, _, adj = gradients(interp, loss_fn, args, span, wrt_params=True, check=check)
