@@ -269,10 +269,20 @@ class Magics:
         rec = self.session.graph(line)
         if not rec.graph.n:
             print("(nothing recorded: the expression reads no parameter or float variable)")
-        elif viz.find_dot():
-            display(SVG(viz.render(viz.to_dot(rec), "svg")))
+            return
+        d = viz.drawing(rec, max_drawn=viz.MAX_DRAWN)  # a large graph folded, as `dpl graph` draws it
+        if d.folded:
+            print(d.folded)
+        svg = None
+        if viz.find_dot() and len(d.items) <= viz.DOT_PAGE_LIMIT:
+            try:
+                svg = viz.render(viz.to_dot(rec, d), "svg")
+            except viz.LayoutTimeout as e:
+                print(f"{e.message}; laid out without it")
+        if svg is not None:
+            display(SVG(svg))
         else:
-            page = viz.to_html(rec, title=line.strip())
+            page, _ = viz.to_html(rec, d, title=line.strip())
             display(HTML(f'<div><iframe srcdoc="{html.escape(page, quote=True)}" '
                          f'style="width:100%;height:480px;border:0"></iframe></div>'))  # its own page: ids, script
 

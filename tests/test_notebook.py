@@ -252,6 +252,18 @@ def test_graph_is_inline_svg_or_the_html_view(shell, monkeypatch):
                                                   "variable)\n", [])
 
 
+def test_a_large_graph_is_folded_as_dpl_graph_folds_it(shell, monkeypatch):
+    """Past viz.MAX_DRAWN nodes the inline picture is folded and says so, as `dpl graph` does."""
+    shell.cell("%%dpl\nparam w: [2] = 1.0\nfn step(s) = s * w + 1.0\n"
+               "fn g(v) {\n    s = v\n    for i in range(400) { s = step(s) }\n    return sum(s)\n}")
+    monkeypatch.setattr(viz, "find_dot", lambda: None)
+    result, out, outputs = shell.cell("%dpl_graph g([1.0, 2.0])")
+    assert result.success and "more than 500: drawn as" in out
+    page = html.unescape(re.search(r'<iframe srcdoc="([^"]*)"', outputs[0]["text/html"]).group(1))
+    root = parse_svg(page[:page.index("</svg>") + len("</svg>")])
+    assert 1 < len(root.findall(".//rect")) <= 500
+
+
 def test_attention_shows_as_png(shell):
     shell.cell("%%dpl\n" + ATTN)
     result, _, outputs = shell.cell("%dpl_attention f(normal(0, 1, [2, 4]))")
