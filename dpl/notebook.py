@@ -311,4 +311,5 @@ def load_ipython_extension(ipython) -> None:
     from rich.console import Console
     jupyter = Console().is_jupyter
     session = Session(progress="notebook" if jupyter else "bar", out=_Stream("stdout"), err=_Stream("stderr"))
+    session.source = "<cell-{}>"  # errors name the Nth DPL cell or line magic
     Magics(ipython, session).register()

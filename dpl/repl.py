@@ -109,6 +109,8 @@ class _Expr:
 class Session:
     """One REPL session: an interpreter whose globals and parameters persist from input to input."""
 
+    source = "<repl-{}>"  # how errors name the Nth input
+
     def __init__(self, seed: int = 0, dtype: str = "float64", out=None, err=None, debug: bool = False,
                  full: bool = False):
         from . import backend
@@ -154,7 +156,7 @@ class Session:
     def run_source(self, text: str) -> None:
         """Statements run as in a file; a top-level expression's value is printed (unless it has none)."""
         self.count += 1
-        program = parse(text, f"<repl-{self.count}>")
+        program = parse(text, self.source.format(self.count))
         interp = self.interp
         if any(isinstance(s, (A.FnDef, A.ModuleDef)) for s in program.body):
             interp.hoist(program.body)
@@ -310,7 +312,7 @@ class Session:
         if not text.strip():
             raise DplError("this command needs an expression")
         self.count += 1
-        body = parse(text, f"<repl-{self.count}>").body
+        body = parse(text, self.source.format(self.count)).body
         if len(body) != 1 or not isinstance(body[0], A.ExprStmt):
             raise DplError("this command needs one expression, not a statement")
         return body[0].expr

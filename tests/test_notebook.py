@@ -289,7 +289,7 @@ def test_get_and_set_cross_between_python_and_dpl(shell):
 def test_errors_show_position_and_caret_without_a_traceback(shell):
     result, out, _ = shell.cell("%%dpl\ny = 1\nz = y + nope")
     assert isinstance(result.error_in_exec, Exception)
-    assert "<repl-" in out and ":3:9: unknown name `nope`" in out  # line 3 of the cell, as the notebook counts
+    assert "<cell-" in out and ":3:9: unknown name `nope`" in out  # line 3 of the cell, as the notebook counts
     assert "z = y + nope\n" in out and "^^^^" in out
     assert "Traceback" not in out and "File " not in out
     result, out, _ = shell.cell("%dpl_get nothing")
