@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend as B
-from . import autodiff, graph, ops, record
+from . import autodiff, graph, limits, ops, record
 from .errors import DplError
 from .graph import Box, raw
 from .interp import NUMERIC_ERRORS, describe_type, is_float_scalar, is_tensor, kind, real_loss_hint, to_float
@@ -527,6 +527,8 @@ def _load_csv(path: Path, header: bool = False, columns=None):
     line of column names with `header`, of which `columns` (a name or a list of names) picks some; a file that
     np.loadtxt cannot read is read again line by line to say which line is wrong."""
     at, names = _csv_header(path) if header or columns is not None else (0, None)
+    if (path.stat().st_size + 1) // 2 > limits.max_elements:  # it could hold more numbers than allowed: count
+        check_elements(_csv_shape(path, at, names is not None), f"`load` of {path}")  # before np.loadtxt allocates
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "input contained no data": an error below
@@ -546,6 +548,20 @@ def _load_csv(path: Path, header: bool = False, columns=None):
         return data.reshape(-1) if 1 in data.shape else data
     picked = [_column(path, names, c) for c in ([columns] if isinstance(columns, str) else columns)]
     return data[:, picked[0]] if isinstance(columns, str) else data[:, picked]
+
+
+def _csv_shape(path: Path, skip: int, two_d: bool) -> tuple:
+    """The shape np.loadtxt would give the numbers below line `skip` (rows × the first row's width), counted
+    line by line without holding them."""
+    rows = width = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            text = line.split("#", 1)[0].strip()
+            if number > skip and text:
+                rows, width = rows + 1, width or text.count(",") + 1
+    if two_d or (rows > 1 and width > 1):
+        return rows, width
+    return (rows * width,)
 
 
 def _csv_header(path: Path, what: str = "load") -> tuple[int, list[str]]:

@@ -637,3 +637,19 @@ def test_load_csv_with_a_header_keeps_max_elements():
     assert load_error('load("data/h.csv", header = true)') == (
         "prog.dpl:2:5: `load` of data/h.csv: a tensor of shape [2, 2] would have 4 elements, more than the limit of "
         "3; raise --max-elements if that is intended")
+
+
+def test_load_csv_is_counted_before_it_is_parsed(monkeypatch):
+    """A CSV that may hold more numbers than --max-elements is counted line by line first: np.loadtxt, which
+    would hold them all, never runs."""
+    _write("data/big.csv", "# a comment, with commas, here\n" + "1,2,3\n" * 5 + "\n")
+    _write("data/col.csv", "1\n" * 7)
+    calls = []
+    monkeypatch.setattr(np, "loadtxt", lambda *a, **k: calls.append(a))
+    limits.configure(max_elements=10)
+    assert load_error('load("data/big.csv")') == (
+        "prog.dpl:2:5: `load` of data/big.csv: a tensor of shape [5, 3] would have 15 elements, more than the limit "
+        "of 10; raise --max-elements if that is intended")
+    limits.configure(max_elements=6)
+    assert "a tensor of shape [7] would have 7 elements" in load_error('load("data/col.csv")')
+    assert calls == []
