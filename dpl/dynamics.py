@@ -21,7 +21,7 @@ from .autodiff import backward
 from .builtins import builtin, flag, floats, integer, tensor
 from .errors import DplError
 from .graph import Box, Trace, raw
-from .interp import Function, Instance, describe_type, kind
+from .interp import describe_type, is_function, kind
 from .limits import check_elements
 
 # Butcher tableaus: a (rows of the lower triangle), b (weights), c (nodes)
@@ -39,10 +39,6 @@ TABLEAUS = {
 }
 _DP_E = [71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40]  # b − b* (the error estimate)
 MAX_ADAPTIVE_STEPS = 100000
-
-
-def _is_function(v):
-    return isinstance(v, (Function, Instance)) or hasattr(v, "dpl_call")
 
 
 def _host(v):
@@ -474,10 +470,6 @@ def _adjoint(interp, span, rhs, y0, t0, t1, steps, method, rtol, atol):
 # ---- odeint -----------------------------------------------------------------------------------------------------
 
 
-def _flag(v, what):
-    return v if isinstance(v, bool) else flag(v, what)
-
-
 @builtin(context=True)
 def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol=1e-9, ts=None, event=None,
            adjoint=False):
@@ -487,7 +479,7 @@ def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol
     last time) it returns y at each of them, stacked along a new first axis. `event = g` stops each trajectory where
     g(t, y) crosses zero and returns (t_event, y_event); `adjoint = true` takes the gradient by the adjoint method
     (memory independent of the number of steps)."""
-    if not _is_function(f):
+    if not is_function(f):
         raise DplError(f"`odeint` integrates a function f(t, y), got {describe_type(f)}")
     y0, t0, t1 = floats(y0, "y0"), floats(t0, "t0"), floats(t1, "t1")
     steps = integer(steps, "steps")
@@ -496,13 +488,13 @@ def odeint(interp, span, f, y0, t0, t1, steps=100, method="rk4", rtol=1e-6, atol
     if method not in TABLEAUS:
         raise DplError(f"`method` must be one of {', '.join(repr(m) for m in sorted(TABLEAUS))}, "
                        f"got {describe_type(method)}")
-    adjoint = _flag(adjoint, "adjoint")
+    adjoint = flag(adjoint, "adjoint")
     yshape = np.shape(raw(y0))
     _check_times(t0, t1, yshape)
     rtol, atol = float(raw(floats(rtol, "rtol"))), float(raw(floats(atol, "atol")))
     rhs = _Rhs(interp, span, f, yshape)
     if event is not None:
-        if not _is_function(event):
+        if not is_function(event):
             raise DplError(f"`event` must be a function g(t, y), got {describe_type(event)}")
         if ts is not None or adjoint:
             raise DplError("`odeint` with an `event` returns (t_event, y_event) and takes neither `ts` nor "
@@ -568,7 +560,7 @@ def sdeint(interp, span, f, g, y0, t0, t1, steps=100, method="euler_maruyama", d
     """y(t1) of dy = f(t, y) dt + g(t, y) dW (diagonal noise) in `steps` fixed steps, `method` "euler_maruyama" or
     "milstein"; the Brownian increments come from the seeded generator, or from `dW` ([steps, *shape of y0])."""
     for name, fn in (("f", f), ("g", g)):
-        if not _is_function(fn):
+        if not is_function(fn):
             raise DplError(f"`sdeint` takes a drift f(t, y) and a diffusion g(t, y); `{name}` is {describe_type(fn)}")
     y0, t0, t1 = floats(y0, "y0"), floats(t0, "t0"), floats(t1, "t1")
     steps = integer(steps, "steps")

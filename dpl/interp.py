@@ -135,6 +135,11 @@ def to_float(v):
     return v if kind(v) in ("f", "c") else ops.astype(v, dtype=B.float_dtype)
 
 
+def is_function(v) -> bool:
+    """What a builtin that takes a function (odeint, sdeint, attention scores) can call."""
+    return isinstance(v, (Function, Instance)) or hasattr(v, "dpl_call")
+
+
 def is_float_scalar(v) -> bool:
     """What grad and train differentiate: a 0-d real float."""
     return is_tensor(v) and np.ndim(raw(v)) == 0 and kind(v) == "f"

@@ -14,14 +14,10 @@ from . import ops
 from .builtins import builtin, floats, integer, tensor
 from .errors import DplError
 from .graph import raw
-from .interp import Function, Instance, describe_type, kind
+from .interp import describe_type, is_function, kind
 from .limits import broadcast_shape, check_elements
 
 # ---- attention ----------------------------------------------------------------------------
-
-
-def _is_function(v):
-    return isinstance(v, (Function, Instance)) or hasattr(v, "dpl_call")
 
 
 def _cosine(dots, na, nb):
@@ -40,7 +36,7 @@ def _scores(interp, span, q, K, score, single):
         scores = None  # reported below
     if scores is not None:
         check_elements(scores, "the attention scores")
-    if _is_function(score):
+    if is_function(score):
         s = interp.call(score, [q, K], {}, span)
         if kind(s) != "f":
             raise DplError(f"the `score` function must return float scores, got {describe_type(s)}")
@@ -97,7 +93,7 @@ def _attention(interp, span, q, K, score, mask):
     if nq < 1 or nk < 2:
         raise DplError(f"attention needs q [..., d] or [..., Tq, d] and K [..., T, d], got shapes "
                        f"{list(np.shape(raw(q)))} and {list(np.shape(raw(K)))}")
-    if np.shape(raw(q))[-1] != np.shape(raw(K))[-1] and not _is_function(score):  # a score fn may mix sizes
+    if np.shape(raw(q))[-1] != np.shape(raw(K))[-1] and not is_function(score):  # a score fn may mix sizes
         raise DplError(f"the query size {np.shape(raw(q))[-1]} differs from the key size {np.shape(raw(K))[-1]}")
     single = nq < nk
     alpha = masked_softmax(_scores(interp, span, q, K, score, single), mask)
