@@ -5,6 +5,7 @@ convention), float32 → complex64, and the positioned errors for what complex n
 The ops themselves (real, imag, conj, fft, ifft, rfft, irfft) are checked on complex inputs in test_ops.py."""
 from __future__ import annotations
 
+import io
 import textwrap
 
 import numpy as np
@@ -16,16 +17,9 @@ from dpl.errors import DplError
 
 
 def run(src, dtype="float64"):
-    out = []
-
-    class W:
-        def write(self, s):
-            out.append(s)
-
-        def flush(self):
-            pass
-    dpl.loads(textwrap.dedent(src), stdout=W(), dtype=dtype)
-    return "".join(out)
+    out = io.StringIO()
+    dpl.loads(textwrap.dedent(src), stdout=out, dtype=dtype)
+    return out.getvalue()
 
 
 def error_of(src):
@@ -258,15 +252,8 @@ def test_a_loss_taken_real_trains_real_parameters(tmp_path):
     before = float(run(head + "print(loss())\n"))
     path = tmp_path / "p.dpl"
     path.write_text(head + "train loss { epochs = 30 \n optimizer = sgd(0.05) }\nprint(loss())\n")
-    out = []
-
-    class W:
-        def write(self, s):
-            out.append(s)
-
-        def flush(self):
-            pass
-    interp = Interpreter(mode="train", stdout=W(), trainer=Trainer(progress=False))
+    out = io.StringIO()
+    interp = Interpreter(mode="train", stdout=out, trainer=Trainer(progress=False))
     interp.run_file(path)
     assert interp.params["a"].dtype == np.float64
-    assert float("".join(out)) < 0.5 * before
+    assert float(out.getvalue()) < 0.5 * before
