@@ -683,12 +683,13 @@ def check_files(args, path, out, ckpt, resume_path) -> None:
     ckpt_flag = "--checkpoint" if args.checkpoint else f"the checkpoint {ckpt} (the default of --checkpoint)"
     out_flag = "--out" if args.out else f"the output {out} (the default of --out)"
     same_as_ckpt = resume_path is not None and os.path.realpath(resume_path) == os.path.realpath(ckpt)
+    maps = attention_out(args, path)
     refuse_same_files([("the program", path, False), ("--params", args.params, False),
                        ("--resume", None if same_as_ckpt else resume_path, True),  # removed when the run ends
                        (out_flag, out, True), (ckpt_flag, ckpt, True), ("--metrics", args.metrics, True),
-                       ("--plot", args.plot, True), ("--attention-out", attention_out(args, path), True)])
+                       ("--plot", args.plot, True), ("--attention-out", maps, True)])
     for flag, target in (("--checkpoint", ckpt), ("--metrics", args.metrics),
-                         ("--plot", args.plot), ("--attention-out", attention_out(args, path))):
+                         ("--plot", args.plot), ("--attention-out", maps)):
         if target is not None:
             prepare_output(target, flag)
     from .viz import image_format
@@ -696,8 +697,8 @@ def check_files(args, path, out, ckpt, resume_path) -> None:
         image_format(args.plot, "--plot")
     if getattr(args, "attention_out", None) and not getattr(args, "attention", None):
         raise DplError("--attention-out names where --attention saves its heatmaps; give --attention FN too")
-    if attention_out(args, path) is not None:
-        image_format(attention_out(args, path), "--attention-out")
+    if maps is not None:
+        image_format(maps, "--attention-out")
 
 
 def attention_out(args, path):
@@ -737,10 +738,8 @@ def _attention_maps(args, path, interp) -> None:
     a mistake here loses nothing)."""
     from . import Program
     from .viz import attention_heatmaps
-    prog = Program(interp)
-    prog.function(args.attention)
     interp.attention_log.clear()
-    prog.call(args.attention)
+    Program(interp).call(args.attention)  # an unknown name is Program.function's error
     if not interp.attention_log:
         raise DplError(f"--attention {args.attention}: the call computed no attention weights (`attention`, "
                        f"`attend` or `show_attention`), so there is nothing to draw")
